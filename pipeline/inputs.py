@@ -1,0 +1,54 @@
+"""Turn the paths a user typed (files, folders, globs) into the media files to analyse."""
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stages.decode import MEDIA_SUFFIXES
+
+
+@dataclass
+class InputList:
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)   # (what the user typed, why it gave nothing)
+
+
+def _media_in(folder: Path) -> list[Path]:
+    # sorted for a stable order; hidden files are skipped (partial downloads, editor droppings)
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+
+
+def expand_inputs(items: list[str] | tuple[str, ...]) -> InputList:
+    """Files are taken whatever their suffix (a bad one fails on its own); folders give their media
+    files recursively; a path that does not exist is tried as a glob pattern."""
+    result = InputList()
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            result.files.append(path)
+
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = _media_in(path)
+            if not found:
+                result.problems.append((item, "no media files in this folder"))
+            for f in found:
+                add(f)
+        elif path.exists() or path.is_symlink():
+            add(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                result.problems.append((item, "no file matches this pattern"))
+            for f in files:
+                add(f)
+        else:
+            result.problems.append((item, "no such file or folder"))
+    return result

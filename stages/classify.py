@@ -1,0 +1,64 @@
+"""Classify stage: score face crops with the ensemble, batched, on GPU when there is one."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stages.ensemble import EnsembleDetector
+
+
+def pick_device(requested: str | None = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple MPS, then CPU; anything else is passed to torch as is."""
+    if requested in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
+    return device
+
+
+@dataclass
+class CropScores:
+    ensemble: np.ndarray   # (N,) fake probability
+    members: np.ndarray    # (N, M) each member's fake probability
+
+
+def to_model_input(crops: np.ndarray, mean, std, size: int, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB crops to a normalised float tensor (N, 3, size, size)."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+class CropClassifier:
+    """Crops (N, H, W, 3) uint8 in, `CropScores` out; mixed precision on CUDA."""
+
+    def __init__(self, model: EnsembleDetector, device: torch.device, batch_size: int = 64):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.member_names = list(model.config.members)
+
+    def score(self, crops: np.ndarray) -> CropScores:
+        n_members = len(self.member_names)
+        if len(crops) == 0:
+            return CropScores(np.zeros(0, np.float32), np.zeros((0, n_members), np.float32))
+        cfg = self.model.config
+        ens, mem = [], []
+        for start in range(0, len(crops), self.batch_size):
+            x = to_model_input(crops[start:start + self.batch_size], cfg.mean, cfg.std, cfg.input_size, self.device)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
+                                                        enabled=self.device.type == "cuda"):
+                prob, member_prob = self.model(x)
+            ens.append(prob.float().cpu().numpy())
+            mem.append(member_prob.float().cpu().numpy())
+        return CropScores(np.concatenate(ens), np.concatenate(mem))

@@ -1,0 +1,101 @@
+"""Binary metrics against values worked out by hand, and the plot files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training.metrics import best_threshold, binary_metrics, expected_calibration_error, save_plots
+
+# Hand-made example, threshold 0.5 (score >= 0.5 -> predicted fake):
+#   label : 0    0    0     1     1     1
+#   score : 0.1  0.4  0.65  0.45  0.82  0.85
+#   pred  : 0    0    1     0     1     1
+# TN = 2 (0.1, 0.4), FP = 1 (0.65), FN = 1 (0.45), TP = 2 (0.82, 0.85)
+# accuracy = 4/6; precision = 2/(2+1) = 2/3; recall = 2/(2+1) = 2/3; F1 = 2/3
+# AUC = P(pos score > neg score) over 3x3 pairs: 0.45 beats 0.1, 0.4 (2); 0.82 and 0.85 beat all (3+3) -> 8/9
+# ECE, 10 bins of width 0.1, per bin |mean score - share of fakes| weighted by n/6:
+#   bin 1 {0.1, y0}          : |0.1   - 0  | = 0.1   x 1/6
+#   bin 4 {0.4 y0, 0.45 y1}  : |0.425 - 0.5| = 0.075 x 2/6
+#   bin 6 {0.65, y0}         : |0.65  - 0  | = 0.65  x 1/6
+#   bin 8 {0.82, 0.85, y1}   : |0.835 - 1  | = 0.165 x 2/6
+#   ECE = (0.1 + 0.15 + 0.65 + 0.33) / 6 = 1.23 / 6 = 0.205
+LABELS = np.array([0, 0, 0, 1, 1, 1])
+SCORES = np.array([0.1, 0.4, 0.65, 0.45, 0.82, 0.85])
+
+
+def test_binary_metrics_match_hand_computation() -> None:
+    m = binary_metrics(LABELS, SCORES, threshold=0.5)
+    assert m["confusion"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 2}
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["roc_auc"] == pytest.approx(8 / 9)
+    assert m["ece"] == pytest.approx(0.205)
+    assert m["count"] == 6 and m["positives"] == 3
+
+
+def test_threshold_moves_the_confusion_matrix() -> None:
+    # At 0.7 only 0.82 and 0.85 are called fake: TN 3, FP 0, FN 1, TP 2; precision 1, recall 2/3.
+    m = binary_metrics(LABELS, SCORES, threshold=0.7)
+    assert m["confusion"] == {"tn": 3, "fp": 0, "fn": 1, "tp": 2}
+    assert m["precision"] == pytest.approx(1.0) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(0.8)  # 2 * 1 * 2/3 / (1 + 2/3)
+    assert m["roc_auc"] == pytest.approx(8 / 9)  # threshold-free
+
+
+def test_single_class_has_no_auc_and_zero_division_is_safe() -> None:
+    m = binary_metrics(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.9]), threshold=0.5)
+    assert m["roc_auc"] is None
+    assert m["confusion"] == {"tn": 3, "fp": 1, "fn": 0, "tp": 0}
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["positives"] == 0
+    # Bins 1, 2, 3, 9 each hold one real sample: ECE = (0.1 + 0.2 + 0.3 + 0.9) / 4
+    assert m["ece"] == pytest.approx(0.375)
+
+
+def test_ece_perfect_calibration_and_non_probabilities() -> None:
+    # Ten samples scored 0.3, three of them fake: one bin, mean score = share of fakes -> ECE 0.
+    # Scored 0.9 instead: |0.9 - 0.3| = 0.6.
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    assert expected_calibration_error(labels, np.full(10, 0.3)) == pytest.approx(0.0)
+    assert expected_calibration_error(labels, np.full(10, 0.9)) == pytest.approx(0.6)
+    assert expected_calibration_error(labels, np.linspace(-2, 3, 10)) is None  # logits, not probabilities
+
+
+def test_best_threshold_maximises_youden_j() -> None:
+    # Separable: any threshold in (0.3, 0.7] is perfect; roc_curve offers 0.7.
+    assert best_threshold(np.array([0, 0, 1, 1]), np.array([0.2, 0.3, 0.7, 0.8])) == pytest.approx(0.7)
+    # Hand example, J = TPR - FPR at each score used as threshold:
+    #   0.85: 1/3 - 0 ; 0.82: 2/3 - 0 ; 0.65: 2/3 - 1/3 ; 0.45: 1 - 1/3 ; 0.4: 1 - 2/3 ; 0.1: 0
+    # 0.82 and 0.45 tie at 2/3; the higher one wins.
+    t = best_threshold(LABELS, SCORES)
+    assert t == pytest.approx(0.82)
+    assert binary_metrics(LABELS, SCORES, t)["confusion"] == {"tn": 3, "fp": 0, "fn": 1, "tp": 2}
+
+
+def test_best_threshold_needs_both_classes() -> None:
+    with pytest.raises(ValueError):
+        best_threshold(np.ones(3), np.array([0.2, 0.5, 0.9]))
+
+
+def _is_png(path: Path) -> bool:
+    image = cv2.imread(str(path))
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image is not None and min(image.shape[:2]) > 100
+
+
+def test_save_plots_writes_pngs(tmp_path: Path) -> None:
+    paths = save_plots(LABELS, SCORES, 0.5, tmp_path / "plots", "val")
+    assert sorted(p.name for p in paths) == ["val_confusion.png", "val_hist.png", "val_roc.png"]
+    assert all(p.parent == tmp_path / "plots" and _is_png(p) for p in paths)
+
+
+def test_save_plots_single_class_skips_roc(tmp_path: Path) -> None:
+    paths = save_plots(np.zeros(5), np.linspace(0, 1, 5), 0.5, tmp_path, "real_only")
+    assert sorted(p.name for p in paths) == ["real_only_confusion.png", "real_only_hist.png"]
+    assert all(_is_png(p) for p in paths)
+    assert not (tmp_path / "real_only_roc.png").exists()

@@ -1,0 +1,1 @@
+"""Training utilities: self-blended pseudo-fakes, augmentation and evaluation metrics."""

@@ -1,0 +1,138 @@
+"""Evaluation metrics and plots for a binary real (0) / fake (1) detector.
+
+Scores are the model's probability that a sample is fake; a sample is predicted fake when its
+score is >= the threshold (the same convention as `sklearn.metrics.roc_curve`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import (ConfusionMatrixDisplay, RocCurveDisplay, accuracy_score, confusion_matrix,
+                             f1_score, precision_score, recall_score, roc_auc_score, roc_curve)
+
+
+def _as_arrays(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten to 1-D int labels / float scores of equal length."""
+    labels = np.asarray(labels).astype(int).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.size} labels but {scores.size} scores")
+    return labels, scores
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, n_bins: int = 10) -> float | None:
+    """ECE over `n_bins` equal-width score bins, weighted by the share of samples in each bin.
+
+    Per bin: |mean score - fraction of positives| (calibration of the fake probability itself,
+    not of max(p, 1 - p)). The last bin includes 1.0. None when empty or when scores are not
+    probabilities in [0, 1] (e.g. logits), where the measure has no meaning.
+    """
+    labels, scores = _as_arrays(labels, scores)
+    if scores.size == 0 or scores.min() < 0 or scores.max() > 1:
+        return None
+    bins = np.minimum((scores * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        ece += in_bin.mean() * abs(scores[in_bin].mean() - labels[in_bin].mean())
+    return float(ece)
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Accuracy, precision, recall, F1, ROC AUC, confusion counts, ECE, count and positives.
+
+    roc_auc is None when only one class is present (it is undefined there).
+    """
+    labels, scores = _as_arrays(labels, scores)
+    preds = (scores >= threshold).astype(int)
+    # labels=[0, 1] keeps the matrix 2x2 even when a class is missing from labels and predictions.
+    tn, fp, fn, tp = confusion_matrix(labels, preds, labels=[0, 1]).ravel()
+    both_classes = np.unique(labels).size == 2
+    return {
+        "accuracy": float(accuracy_score(labels, preds)) if labels.size else 0.0,
+        "precision": float(precision_score(labels, preds, zero_division=0)),
+        "recall": float(recall_score(labels, preds, zero_division=0)),
+        "f1": float(f1_score(labels, preds, zero_division=0)),
+        "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else None,
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "ece": expected_calibration_error(labels, scores),
+        "threshold": float(threshold),
+        "count": int(labels.size),
+        "positives": int(labels.sum()),
+    }
+
+
+def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising Youden's J = TPR - FPR over the ROC curve's thresholds.
+
+    J = 2 * balanced accuracy - 1, so this also maximises balanced accuracy; unlike plain accuracy
+    it does not drift towards the majority class on unbalanced validation sets. Ties go to the
+    highest threshold (fewest false alarms). Raises ValueError unless both classes are present.
+    """
+    labels, scores = _as_arrays(labels, scores)
+    if np.unique(labels).size != 2:
+        raise ValueError("best_threshold needs both real (0) and fake (1) samples")
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    # roc_curve's first point has threshold +inf (predict nothing fake); it is never the useful
+    # answer and an infinite threshold would break downstream configs, so skip it.
+    j = (tpr - fpr)[1:]
+    # Tolerance for ties: J values that are equal on paper differ in the last bits (1 - 1/3 vs 2/3).
+    best = int(np.flatnonzero(j >= j.max() - 1e-9)[0])
+    return float(thresholds[1:][best])
+
+
+def _new_figure(size: tuple[float, float] = (5, 4)) -> Figure:
+    """Figure on the Agg canvas directly: no pyplot, no display, no global backend switch."""
+    fig = Figure(figsize=size, tight_layout=True)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_roc(labels: np.ndarray, scores: np.ndarray, path: Path) -> None:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    RocCurveDisplay.from_predictions(labels, scores, ax=ax, name="detector", plot_chance_level=True)
+    fig.savefig(path, dpi=100)
+
+
+def _plot_confusion(labels: np.ndarray, preds: np.ndarray, path: Path) -> None:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ConfusionMatrixDisplay.from_predictions(labels, preds, labels=[0, 1], display_labels=["real", "fake"],
+                                            ax=ax, colorbar=False)
+    fig.savefig(path, dpi=100)
+
+
+def _plot_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float, path: Path) -> None:
+    fig = _new_figure((6, 4))
+    ax = fig.add_subplot()
+    # Shared bin edges so the two classes' bars line up and are comparable.
+    edges = np.histogram_bin_edges(scores, bins=30)
+    for value, name in ((0, "real"), (1, "fake")):
+        if np.any(labels == value):
+            ax.hist(scores[labels == value], bins=edges, alpha=0.6, label=f"{name} (n={np.sum(labels == value)})")
+    ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("score (probability fake)")
+    ax.set_ylabel("count")
+    ax.legend()
+    fig.savefig(path, dpi=100)
+
+
+def save_plots(labels: np.ndarray, scores: np.ndarray, threshold: float, out_dir: Path, prefix: str) -> list[Path]:
+    """Write `<prefix>_roc.png` (only with both classes), `<prefix>_confusion.png` and
+    `<prefix>_hist.png` into `out_dir` (created if missing); returns the paths written."""
+    labels, scores = _as_arrays(labels, scores)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if np.unique(labels).size == 2:  # a ROC curve needs both classes
+        _plot_roc(labels, scores, out_dir / f"{prefix}_roc.png")
+        written.append(out_dir / f"{prefix}_roc.png")
+    _plot_confusion(labels, (scores >= threshold).astype(int), out_dir / f"{prefix}_confusion.png")
+    written.append(out_dir / f"{prefix}_confusion.png")
+    _plot_histogram(labels, scores, threshold, out_dir / f"{prefix}_hist.png")
+    written.append(out_dir / f"{prefix}_hist.png")
+    return written
