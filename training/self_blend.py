@@ -42,7 +42,7 @@ def _face_size(box: np.ndarray) -> float:
 
 def _hull_points(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Polygon around the face extrapolated from the 5 MTCNN landmarks, with random extent."""
-    left_eye, right_eye, nose, mouth_left, mouth_right = landmarks.astype(np.float64)
+    left_eye, right_eye, _nose, mouth_left, mouth_right = landmarks.astype(np.float64)
     eye_centre = (left_eye + right_eye) / 2
     across = right_eye - left_eye                           # eye to eye
     down = (mouth_left + mouth_right) / 2 - eye_centre      # eye centre to mouth centre

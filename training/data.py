@@ -1,0 +1,191 @@
+"""Labelled media for training and evaluation, and face extraction with the pipeline's own stages.
+
+Two input forms: a manifest TSV (columns path, split, label, kind, identity, source_repo, ...;
+the format of the project's shared data) or a folder with `real/` and `fake/` sub-folders.
+Faces are found by the same decode and detect stages as `analyze` uses and cached per file as a
+context crop (twice the face box) plus box and landmarks in crop coordinates, so the training
+crop is cut exactly as inference cuts it, and self-blending has room around the face.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from stages.decode import IMAGE_SUFFIXES, MEDIA_SUFFIXES, DecodeLimits, MediaError, Sampling, open_media
+from stages.detect import Face, FaceDetector, crop_face, square_crop_box
+
+CONTEXT_MARGIN = 1.0   # context crop = face box enlarged 2x
+CONTEXT_SIZE = 320
+CACHE_VERSION = 1
+
+# Files whose frames hold more than the labelled subject. AniPortrait's outputs are side by side:
+# the reference photo (real) on the left, the generated video on the right.
+SOURCE_QUIRKS = {"Zejun-Yang/AniPortrait": "right_half"}
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    path: Path
+    label: int            # 1 fake, 0 real
+    identity: str
+    split: str            # as given by the data ("train", "dev", ...) or "" for folder data
+    kind: str             # "video" | "image" | "frames" (a folder of numbered frames)
+    group: str            # what the item is, for per-group evaluation tables (e.g. manipulation)
+    quirk: str = ""
+
+
+def _identity(row: dict) -> str:
+    if row.get("identity"):
+        return row["identity"]
+    mead = re.match(r"([MW]\d{3})_", Path(row["path"]).name)  # MEAD actors: M030_front_angry_...
+    if mead:
+        return f"MEAD {mead.group(1)}"
+    return f"{row.get('source_repo', '')}:{Path(row['path']).stem}"
+
+
+def read_manifest(tsv: str | Path) -> list[MediaItem]:
+    """Items of a manifest TSV; relative paths are taken from the manifest's folder."""
+    tsv = Path(tsv)
+    items = []
+    with open(tsv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            path = tsv.parent / row["path"]
+            kind = "frames" if path.is_dir() else ("image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")
+            items.append(MediaItem(path=path, label=int(row["label"].strip().lower() == "fake"),
+                                   identity=_identity(row), split=row.get("split", ""), kind=kind,
+                                   group=row.get("manipulation") or row.get("label", ""),
+                                   quirk=SOURCE_QUIRKS.get(row.get("source_repo", ""), "")))
+    return items
+
+
+def read_folder_dataset(root: str | Path) -> list[MediaItem]:
+    """`root/real/**` and `root/fake/**` media files; each file is its own identity."""
+    root = Path(root)
+    items = []
+    for label_name, label in (("real", 0), ("fake", 1)):
+        for path in sorted((root / label_name).rglob("*")):
+            if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES:
+                kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
+                items.append(MediaItem(path, label, f"{label_name}/{path.stem}", "", kind, label_name))
+    return items
+
+
+def read_dataset(source: str | Path) -> list[MediaItem]:
+    source = Path(source)
+    if source.is_file():
+        return read_manifest(source)
+    if (source / "MANIFEST.tsv").is_file():
+        return read_manifest(source / "MANIFEST.tsv")
+    if (source / "real").is_dir() or (source / "fake").is_dir():
+        return read_folder_dataset(source)
+    raise FileNotFoundError(f"{source}: expected a manifest .tsv or a folder with real/ and fake/")
+
+
+@dataclass
+class FaceSet:
+    """The main face of each sampled frame of one item, as context crops."""
+
+    contexts: np.ndarray    # (K, C, C, 3) uint8
+    boxes: np.ndarray       # (K, 4) face box in context-crop pixels
+    landmarks: np.ndarray   # (K, 5, 2) in context-crop pixels
+    frame_indices: np.ndarray  # (K,)
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    def crops(self, margin: float, size: int) -> np.ndarray:
+        """Classifier crops cut exactly as the detect stage cuts them at inference."""
+        if not len(self):
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.stack([crop_face(c, b, margin, size) for c, b in zip(self.contexts, self.boxes)])
+
+
+def _context(frame: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x1, y1, x2, y2 = square_crop_box(face.box, CONTEXT_MARGIN)
+    scale = CONTEXT_SIZE / (x2 - x1)
+    ctx = crop_face(frame, face.box, CONTEXT_MARGIN, CONTEXT_SIZE)
+    offset = np.array([x1, y1], np.float32)
+    box = ((face.box.reshape(2, 2) - offset) * scale).reshape(4)
+    return ctx, box.astype(np.float32), ((face.landmarks - offset) * scale).astype(np.float32)
+
+
+def _read_frames(item: MediaItem, frames_per_video: int, limits: DecodeLimits) -> tuple[np.ndarray, list[np.ndarray]]:
+    if item.kind == "frames":
+        files = sorted(p for p in item.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        pick = np.unique(np.linspace(0, len(files) - 1, min(frames_per_video, len(files))).round().astype(int)) if files else []
+        frames = [open_media(files[i], limits).read(np.array([0]))[0] for i in pick]
+        return np.asarray(pick, dtype=np.int64), frames
+    reader = open_media(item.path, limits)
+    indices = reader.sample(Sampling("count", frames_per_video))
+    return indices, list(reader.read(indices))
+
+
+def _cache_key(item: MediaItem, frames_per_video: int, detect_long_side: int) -> str:
+    stat = item.path.stat()
+    raw = f"{CACHE_VERSION}|{item.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{frames_per_video}|{detect_long_side}|{item.quirk}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def extract_faces(item: MediaItem, detector: FaceDetector, cache_dir: Path, frames_per_video: int = 16,
+                  limits: DecodeLimits = DecodeLimits()) -> FaceSet:
+    """The largest confident face of each sampled frame, cached on disk by file identity."""
+    cache = Path(cache_dir) / f"{_cache_key(item, frames_per_video, detector.settings.detect_long_side)}.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            return FaceSet(data["contexts"], data["boxes"], data["landmarks"], data["frame_indices"])
+    indices, frames = _read_frames(item, frames_per_video, limits)
+    contexts, boxes, marks, kept = [], [], [], []
+    for index, frame in zip(indices, frames):
+        if item.quirk == "right_half":
+            frame = np.ascontiguousarray(frame[:, frame.shape[1] // 2:])
+        faces = detector.detect(frame[None])[0]
+        if not faces:
+            continue
+        face = max(faces, key=lambda f: f.size)  # the subject, not a face in the background
+        ctx, box, lm = _context(frame, face)
+        contexts.append(ctx), boxes.append(box), marks.append(lm), kept.append(index)
+    size = CONTEXT_SIZE
+    face_set = FaceSet(np.stack(contexts) if contexts else np.zeros((0, size, size, 3), np.uint8),
+                       np.array(boxes, np.float32).reshape(-1, 4), np.array(marks, np.float32).reshape(-1, 5, 2),
+                       np.array(kept, np.int64))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, contexts=face_set.contexts, boxes=face_set.boxes, landmarks=face_set.landmarks,
+             frame_indices=face_set.frame_indices)
+    return face_set
+
+
+def extract_all(items: Iterable[MediaItem], detector: FaceDetector, cache_dir: Path, frames_per_video: int = 16,
+                progress: bool = True) -> dict[Path, FaceSet]:
+    """Faces of every item; unreadable items are reported and skipped."""
+    from tqdm import tqdm
+
+    out: dict[Path, FaceSet] = {}
+    items = list(items)
+    for item in tqdm(items, desc="faces", unit="file", disable=not progress):
+        try:
+            out[item.path] = extract_faces(item, detector, cache_dir, frames_per_video)
+        except (MediaError, OSError) as exc:
+            tqdm.write(f"skipped {item.path}: {exc}")
+    return out
+
+
+def split_by_identity(items: list[MediaItem], holdout_share: float, seed: int) -> tuple[set[str], set[str]]:
+    """Deterministic identity split: (train identities, held-out identities)."""
+    identities = sorted({i.identity for i in items})
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(identities))
+    n_hold = max(1, int(round(holdout_share * len(identities))))
+    held = {identities[i] for i in order[:n_hold]}
+    return set(identities) - held, held
+
+
+def save_split(path: Path, train_ids: set[str], held_ids: set[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"train": sorted(train_ids), "holdout": sorted(held_ids)}, indent=1) + "\n")
