@@ -222,8 +222,11 @@ def sample(path: str, seconds: float, faces: int, size: str, audio: bool) -> Non
 
 def _register_subcommands() -> None:
     from pipeline.bench import bench
+    from pipeline.training_commands import evaluate, train
 
-    main.add_command(bench)
+    for command in (bench, train, evaluate):
+        main.add_command(command)
+    from pipeline.watch import watch; main.add_command(watch)
 
 
 _register_subcommands()
