@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stages.decode import DecodeLimits, MediaError, Sampling, open_media, sample_indices
+
+
+def test_sample_by_count_is_spread_and_capped():
+    idx = sample_indices(300, 30.0, Sampling("count", 32), max_frames=2000)
+    assert len(idx) == 32 and idx[0] > 0 and idx[-1] < 299
+    assert np.all(np.diff(idx) > 0)
+    assert len(sample_indices(10, 30.0, Sampling("count", 32), 2000)) == 10
+
+
+def test_sample_by_fps_and_every():
+    assert len(sample_indices(300, 30.0, Sampling("fps", 2), 2000)) == 20
+    assert list(sample_indices(10, 30.0, Sampling("every", 4), 2000)) == [0, 4, 8]
+    capped = sample_indices(100_000, 30.0, Sampling("every", 1), max_frames=50)
+    assert len(capped) == 50 and capped[-1] == 99_999  # thinned evenly, the end is kept
+
+
+def test_video_info_and_chunked_batches(clips):
+    reader = open_media(clips["one"])
+    info = reader.info
+    assert (info.kind, info.width, info.height, info.frame_count) == ("video", 480, 270, 40)
+    assert info.fps == pytest.approx(25.0) and info.duration_s == pytest.approx(1.6, abs=0.05)
+    assert info.has_audio
+    idx = reader.sample(Sampling("count", 10))
+    batches = list(reader.batches(idx, chunk_size=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert batches[0].frames.shape == (4, 270, 480, 3) and batches[0].frames.dtype == np.uint8
+    assert batches[0].timestamps[1] == pytest.approx(idx[1] / 25.0)
+
+
+def test_photo_is_a_one_frame_video(clips):
+    reader = open_media(clips["photo"])
+    assert (reader.info.kind, reader.info.frame_count) == ("image", 1)
+    (batch,) = list(reader.batches(reader.sample(Sampling()), 16))
+    assert batch.frames.shape == (1, 360, 480, 3)
+
+
+def test_huge_photo_is_decoded_downscaled(tmp_path):
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.full((3000, 4000, 3), 128, np.uint8))
+    reader = open_media(big, DecodeLimits(max_decode_pixels=1920 * 1080))
+    assert reader.info.width * reader.info.height <= 1920 * 1080
+    assert (reader.info.source_width, reader.info.source_height) == (4000, 3000)
+    with pytest.raises(MediaError, match="pixel cap"):
+        open_media(big, DecodeLimits(max_source_pixels=1000 * 1000))
+
+
+def test_caps_on_duration_and_size(clips):
+    with pytest.raises(MediaError, match="cap"):
+        open_media(clips["one"], DecodeLimits(max_duration_s=1.0))
+    with pytest.raises(MediaError, match="byte cap"):
+        open_media(clips["one"], DecodeLimits(max_file_bytes=100))
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty"),
+    (b"this is not a video\n" * 20, "not a readable video"),
+])
+def test_bad_files_raise_one_line_errors(tmp_path, content, reason):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(MediaError, match=reason) as err:
+        open_media(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_video(tmp_path, clips):
+    data = Path(clips["one"]).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(MediaError):
+        reader = open_media(cut)
+        list(reader.batches(reader.sample(Sampling("count", 32))))
+
+
+def test_missing_path_and_directory(tmp_path):
+    with pytest.raises(MediaError, match="cannot read"):
+        open_media(tmp_path / "nope.mp4")
+    with pytest.raises(MediaError, match="not a regular file"):
+        open_media(tmp_path)

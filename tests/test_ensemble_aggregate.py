@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import AnalysisConfig
+from pipeline.runner import Analyzer
+from stages.aggregate import AggregateSettings, FaceScore, aggregate, confident_strategy, pick_keyframes
+from stages.classify import CropClassifier
+from stages.ensemble import DetectorError, create_detector, load_detector, save_detector
+
+
+def test_save_load_round_trip_gives_identical_scores(weights_dir):
+    model = load_detector(weights_dir)
+    again = load_detector(weights_dir)
+    crops = np.random.default_rng(0).integers(0, 255, (3, 224, 224, 3), dtype=np.uint8)
+    a = CropClassifier(model, torch.device("cpu")).score(crops)
+    b = CropClassifier(again, torch.device("cpu")).score(crops)
+    assert a.members.shape == (3, 2)
+    np.testing.assert_allclose(a.ensemble, b.ensemble, rtol=1e-6)
+    np.testing.assert_allclose(a.ensemble, a.members.mean(axis=1), rtol=1e-5)  # "mean" combiner
+
+
+def test_tampered_weights_are_refused(weights_dir, tmp_path):
+    for name in ("detector.safetensors", "detector.json"):
+        (tmp_path / name).write_bytes((weights_dir / name).read_bytes())
+    with open(tmp_path / "detector.safetensors", "r+b") as fh:
+        fh.seek(-10, 2)
+        fh.write(b"\x00" * 10)
+    with pytest.raises(DetectorError, match="sha256"):
+        load_detector(tmp_path)
+
+
+def test_stacking_combiner_uses_its_layer(tmp_path):
+    model = create_detector(combiner="stacking", trained=True)
+    model.stacker.weight.data = torch.tensor([[2.0, 0.0]])
+    model.stacker.bias.data = torch.tensor([-1.0])
+    loaded = load_detector(save_detector(model, tmp_path))
+    assert json.loads((tmp_path / "detector.json").read_text())["combiner"] == "stacking"
+    logits = torch.tensor([[0.5, 3.0]])
+    assert loaded.combine(logits).item() == pytest.approx(torch.sigmoid(torch.tensor(0.0)).item())
+
+
+def test_untrained_detector_gives_no_verdicts(tmp_path):
+    save_detector(create_detector(trained=False), tmp_path)
+    with pytest.raises(DetectorError, match="not trained"):
+        Analyzer(AnalysisConfig(weights=str(tmp_path), device="cpu"))
+
+
+def test_confident_strategy_matches_dfdc_rule():
+    s = AggregateSettings(threshold=0.5)
+    mostly_fake = np.array([0.9] * 5 + [0.1] * 5)      # 50 % confidently fake: mean of those
+    assert confident_strategy(mostly_fake, s) == pytest.approx(0.9)
+    clean = np.array([0.05] * 19 + [0.95])             # 95 % confidently real: one outlier ignored
+    assert confident_strategy(clean, s) == pytest.approx(0.05)
+    mixed = np.array([0.6, 0.4, 0.5, 0.7])
+    assert confident_strategy(mixed, s) == pytest.approx(0.55)
+
+
+def _face(frame, track, score, t=None):
+    return FaceScore(frame, t if t is not None else frame / 25, track, [0, 0, 10, 10], 0.99, score, {})
+
+
+def test_video_is_as_fake_as_its_most_fake_person():
+    faces = [_face(i, 0, 0.1) for i in range(10)] + [_face(i, 1, 0.95) for i in range(10)]
+    v = aggregate(faces, 10, AggregateSettings(threshold=0.5, track_strategy="mean"))
+    assert v.verdict == "fake" and v.score == pytest.approx(0.95)
+    assert [t.verdict for t in v.tracks] == ["real", "fake"]
+    assert v.fake_percentage == pytest.approx(100.0)
+
+
+def test_short_track_does_not_decide_and_verdict_bands():
+    faces = [_face(i, 0, 0.1) for i in range(20)] + [_face(3, 7, 0.99)]
+    v = aggregate(faces, 20, AggregateSettings(threshold=0.5, track_strategy="mean"))
+    assert v.verdict == "real" and not v.tracks[1].counted
+    assert v.fake_percentage == 0.0
+    unsure = aggregate([_face(i, 0, 0.55) for i in range(4)], 4, AggregateSettings(threshold=0.5, inconclusive_band=0.1))
+    assert unsure.verdict == "inconclusive"
+    assert aggregate([], 32, AggregateSettings(threshold=0.5)).verdict == "no_face"
+
+
+def test_fake_percentage_counts_frames_not_faces():
+    faces = [_face(i, 0, 0.9 if i < 4 else 0.1) for i in range(8)]
+    v = aggregate(faces, 10, AggregateSettings(threshold=0.5, track_strategy="mean"))
+    assert v.fake_percentage == pytest.approx(40.0)  # 4 of 10 analysed frames
+
+
+def test_keyframes_are_the_most_suspicious_and_spread():
+    faces = [_face(i, 0, s) for i, s in enumerate([0.1, 0.9, 0.95, 0.2, 0.3, 0.1, 0.8, 0.1, 0.1, 0.7, 0.1, 0.1])]
+    keys = pick_keyframes(faces, 3, 12)
+    assert [k.frame_index for k in keys] == [2, 6, 9]  # 1 is too close to 2
