@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv/ in the project root and install the project (editable) with its test extras.
+# Idempotent: a second run only installs what changed. Needs Python 3.10+ (3.11 recommended).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch/torchvision pinned in pyproject.toml: pip takes the local wheels where a machine has them
+.venv/bin/python -m pip install --quiet -e '.[test]'
