@@ -77,8 +77,13 @@ def _scores(late: LateBlocks, feats: torch.Tensor, batch: int = 128) -> np.ndarr
 
 def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, np.ndarray],
                       epochs: int, lr: float, schedule: str, head_only: bool, seed: int, log: Log, name: str,
-                      batch: int = 32, patience: int = 3) -> dict:
-    """Epochs over cached features with early stopping on validation AUC; best weights restored."""
+                      batch: int = 32, patience: int = 3, freeze_bn: bool = False) -> dict:
+    """Epochs over cached features with early stopping on validation AUC; best weights restored.
+
+    `freeze_bn` keeps BatchNorm statistics fixed (affine weights still learn): needed for
+    pretrained members, whose statistics a 32-image batch of faces would overwrite, and essential
+    for the MobileNetV2 initialisation, whose BN is folded into the convolutions.
+    """
     params = [p for p in late.member.get_classifier().parameters()] if head_only else late.trainable()
     for p in late.parameters():
         p.requires_grad = False
@@ -95,8 +100,10 @@ def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor]
     log(f"{name}: start val AUC {auc:.3f}")
     for epoch in range(1, epochs + 1):
         late.train()
-        if head_only:  # BN statistics stay as they are while only the classifier learns
-            late.eval()
+        if head_only or freeze_bn:
+            for m in late.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         order = torch.randperm(len(feats), generator=gen)
         losses = []
         for i in range(0, len(order), batch):

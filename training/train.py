@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -188,6 +189,23 @@ def distill_backbone(student_arch: str, teacher_path: str, pool: FacePool, steps
     return {k: v for k, v in student.state_dict().items() if not k.startswith("classifier.")}
 
 
+def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed pseudo-fake set, stored (safetensors) so a re-run with the same data skips it."""
+    from safetensors.torch import save_file
+
+    key = hashlib.sha1(json.dumps([pool.identities, len(pool), cfg.train_pairs, cfg.seed, cfg.input_size,
+                                   cfg.crop_margin]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"sbi-{key}.safetensors"
+    if path.is_file():
+        data = load_file(str(path))
+        return data["images"], data["labels"]
+    rng = np.random.default_rng(cfg.seed + 2)
+    images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"images": images.contiguous(), "labels": labels}, str(path))
+    return images, labels
+
+
 def _train_cached(member: nn.Module, recipe: MemberRecipe, train_set, val, cfg: TrainConfig, log: Log, name: str) -> dict:
     """Head, then late blocks, on features of the frozen early blocks computed once."""
     t0 = time.time()
@@ -203,7 +221,7 @@ def _train_cached(member: nn.Module, recipe: MemberRecipe, train_set, val, cfg: 
                                            True, cfg.seed, log, f"{name} head", patience=cfg.patience)
     result["finetune"] = train_late_blocks(late, train, valid, recipe.finetune.epochs, recipe.finetune.lr,
                                            recipe.finetune.schedule, False, cfg.seed, log, f"{name} finetune",
-                                           patience=cfg.patience)
+                                           patience=cfg.patience, freeze_bn=recipe.init != "scratch")
     return result
 
 
@@ -255,7 +273,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     train_set = None
     if cfg.mode == "cached":
         t0 = time.time()
-        train_set = build_sbi_set(train_pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True)
+        train_set = cached_sbi_set(train_pool, cfg, cache_dir)
         log(f"pseudo-fake training set: {len(train_set[0])} crops in {time.time() - t0:.0f} s")
     for name, recipe in cfg.members.items():
         # `init` may list several starts (e.g. [scratch, distill]): each is trained the same way
