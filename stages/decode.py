@@ -7,6 +7,7 @@ Only the sampled frames are decoded (decord's batched random access), in chunks 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,62 @@ def _probe_video(path: Path) -> dict:
     return meta
 
 
+_DEMUXER_RE = re.compile(r"^Input #0, (.+?), from ", re.M)
+_VIDEO_STREAM_RE = re.compile(r"^\s*Stream #0:\d+.*?: Video: ", re.M)
+# ffmpeg 4-6 print "displaymatrix: rotation of -90.00 degrees", ffmpeg 7-9 "Display Matrix: rotation of ..."
+_DISPLAY_MATRIX_RE = re.compile(r"display\s*matrix:?\s*rotation of\s*(-?\d+(?:\.\d+)?)\s*degrees", re.I)
+_ROTATE_TAG_RE = re.compile(r"^\s*rotate\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.I | re.M)
+
+
+def _ffmpeg_header(path: Path, timeout_s: float = 30.0) -> str:
+    """The stream description ffmpeg prints for `path` (stderr of `ffmpeg -i`, which exits 1)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    try:
+        proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", os.path.abspath(path)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stderr.decode("utf-8", errors="replace")
+
+
+def _video_rotations(header: str) -> tuple[int, int]:
+    """(clockwise turn that makes the stored frames upright, clockwise turn decord 0.6 applies itself).
+
+    Upright is what the bundled ffmpeg (and players) show: only the stream's display matrix counts;
+    ffmpeg prints its counter-clockwise angle, so "rotation of -90.00 degrees" is a 90 degree
+    clockwise turn. decord 0.6 (FFmpeg 4.1 inside) instead reads a legacy `rotate` tag first (ffmpeg
+    9 ignores it) and sees the display matrix only in MP4/MOV; it turns frames only by 90, 180 or
+    270 and then scales them to the width/height it was given.
+    """
+    stream = _VIDEO_STREAM_RE.search(header)
+    if stream is None:
+        return 0, 0
+    block = header[stream.end():]  # this stream's side data and metadata, up to the next stream
+    following = re.search(r"^\s*(Stream #|Input #|Output #)", block, re.M)
+    block = block[: following.start()] if following else block
+    upright = 0
+    matrix = _DISPLAY_MATRIX_RE.search(block)
+    if matrix:
+        cw = -float(matrix.group(1)) % 360.0
+        quarter = round(cw / 90.0)
+        if abs(cw - 90.0 * quarter) < 1.0:  # other angles are left alone (a player would tilt the picture)
+            upright = 90 * quarter % 360
+    tag = _ROTATE_TAG_RE.search(block)
+    tag_cw = float(tag.group(1)) % 360.0 if tag else 0.0
+    demuxer = _DEMUXER_RE.search(header)
+    if tag_cw:
+        by_decord = int(tag_cw)
+    elif matrix and demuxer and demuxer.group(1).split(",")[0] == "mov":
+        by_decord = int(-float(matrix.group(1)) % 360.0)
+    else:
+        by_decord = 0
+    return upright, by_decord if by_decord in (90, 180, 270) else 0
+
+
 class MediaReader:
     """Reads sampled frames of one input; construct with `open_media`."""
 
@@ -134,6 +191,7 @@ class MediaReader:
         self._num_threads = num_threads
         self._image: np.ndarray | None = None
         self._video = None
+        self._extra_rotation = 0  # clockwise turn still due after decord (which may have turned already)
 
     # -- frames -------------------------------------------------------------------------
     def sample(self, sampling: Sampling) -> np.ndarray:
@@ -160,7 +218,11 @@ class MediaReader:
             frames = self._video.get_batch(chunk.tolist()).asnumpy()
         except Exception as exc:  # decord raises its own DECORDError for damaged streams
             raise MediaError(f"video stream is damaged near frame {int(chunk[0])} ({str(exc).splitlines()[0][:160]})") from None
-        return _rotate(frames, self.info.rotation)
+        frames = _rotate(frames, self._extra_rotation)
+        if frames.shape[1:3] != (self.info.height, self.info.width):
+            raise MediaError(f"decoded frames are {frames.shape[2]}x{frames.shape[1]}, expected "
+                             f"{self.info.width}x{self.info.height} (rotation metadata read differently)")
+        return frames
 
 
 def _rotate(frames: np.ndarray, degrees: int) -> np.ndarray:
@@ -205,15 +267,18 @@ def _open_video(path: Path, limits: DecodeLimits, num_threads: int) -> MediaRead
     import decord
 
     meta = _probe_video(path)
-    src_w, src_h = (int(v) for v in meta["source_size"])
+    src_w, src_h = (int(v) for v in meta["source_size"])  # coded size, before any rotation
     if src_w * src_h > limits.max_source_pixels:
         raise MediaError(f"video frame is {src_w}x{src_h}, over the {limits.max_source_pixels} pixel cap")
     duration = float(meta.get("duration") or 0.0)
     if duration > limits.max_duration_s:
         raise MediaError(f"video lasts {duration:.0f} s, over the {limits.max_duration_s:.0f} s cap")
-    dec_w, dec_h = _fit_pixels(src_w, src_h, limits.max_decode_pixels)
+    rotation, by_decord = _video_rotations(_ffmpeg_header(path))
+    dec_w, dec_h = _fit_pixels(src_w, src_h, limits.max_decode_pixels)  # coded orientation
+    # decord turns first and scales after, so its width/height are in its own output orientation
+    out_w, out_h = (dec_h, dec_w) if by_decord in (90, 270) else (dec_w, dec_h)
     try:
-        kwargs = {} if (dec_w, dec_h) == (src_w, src_h) else {"width": dec_w, "height": dec_h}
+        kwargs = {} if (dec_w, dec_h) == (src_w, src_h) else {"width": out_w, "height": out_h}
         video = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads, **kwargs)
         frame_count = len(video)
         fps = float(video.get_avg_fps() or meta["fps"])
@@ -221,7 +286,6 @@ def _open_video(path: Path, limits: DecodeLimits, num_threads: int) -> MediaRead
         raise MediaError(f"not a readable video ({str(exc).splitlines()[-1][:160]})") from None
     if frame_count <= 0:
         raise MediaError("video has no frames")
-    rotation = int(meta.get("rotate") or 0) % 360
     upright_w, upright_h = (dec_h, dec_w) if rotation in (90, 270) else (dec_w, dec_h)
     info = MediaInfo(path=str(path), kind="video", fps=fps, frame_count=frame_count,
                      duration_s=duration or frame_count / fps, width=upright_w, height=upright_h,
@@ -229,6 +293,7 @@ def _open_video(path: Path, limits: DecodeLimits, num_threads: int) -> MediaRead
                      has_audio=bool(meta.get("audio_codec")))
     reader = MediaReader(info, limits, num_threads)
     reader._video = video
+    reader._extra_rotation = (rotation - by_decord) % 360
     return reader
 
 
