@@ -7,7 +7,6 @@ keep memory flat however long the video is. The model loads once per `Analyzer`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import queue
 import threading
@@ -26,7 +25,7 @@ from stages.aggregate import FaceScore, aggregate
 from stages.classify import CropClassifier, pick_device
 from stages.decode import FrameBatch, MediaError, MediaReader, open_media, sample_indices
 from stages.detect import FaceDetector
-from stages.ensemble import DetectorError, EnsembleDetector, load_detector
+from stages.ensemble import DetectorError, EnsembleDetector, file_sha256, load_detector
 from stages.track import FaceTracker
 
 log = logging.getLogger(__name__)
@@ -53,14 +52,6 @@ class _Timer:
 
     def add(self, name: str, seconds: float) -> None:
         self.totals[name] = self.totals.get(name, 0.0) + seconds
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _prefetch(batches: Iterator[FrameBatch], timer: _Timer, depth: int = 2) -> Iterator[FrameBatch]:

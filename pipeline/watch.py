@@ -34,7 +34,6 @@ import contextlib
 import csv
 import dataclasses
 import errno
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -56,6 +55,7 @@ from pipeline.report import AnalysisReport, InputInfo, ModelInfo
 from pipeline.writers import CsvLogWriter, JsonReportWriter, atomic_write_text, output_stem
 from stages.aggregate import FaceScore, Keyframe, TrackSummary
 from stages.decode import MEDIA_SUFFIXES
+from stages.ensemble import file_sha256
 
 try:
     import fcntl
@@ -128,14 +128,6 @@ def _csv_has(csv_path: Path, report_path: Path, created: str | None) -> bool:
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _shown(path) -> str:
     """A path for one log line: control characters (a newline in a file name) escaped."""
     return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", display_path(path))
@@ -155,7 +147,7 @@ def _same_file_content(a: Path, b: Path, sha256: str | None) -> bool:
         if os.path.islink(a) or os.path.islink(b):
             return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
         return (os.path.getsize(a) == os.path.getsize(b) and sha256 is not None
-                and sha256_file(b) == sha256 and sha256_file(a) == sha256)
+                and file_sha256(b) == sha256 and file_sha256(a) == sha256)
     except OSError:
         return False
 
@@ -589,7 +581,7 @@ class WatchDaemon:
             log.warning("%s: %s", _shown(path), refusal)
         else:
             try:
-                sha = sha256_file(path)
+                sha = file_sha256(path)
                 after = os.lstat(path)
             except OSError as exc:
                 log.warning("cannot read %s (%s); will look again", _shown(path), exc.strerror or exc)

@@ -193,14 +193,22 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path) -> tuple[t
     """The fixed pseudo-fake set, stored (safetensors) so a re-run with the same data skips it."""
     from safetensors.torch import save_file
 
-    key = hashlib.sha1(json.dumps([pool.identities, len(pool), cfg.train_pairs, cfg.seed, cfg.input_size,
+    content = hashlib.sha1()  # the faces themselves, so another dataset never hits this entry
+    for identity in pool.identities:
+        for fs, k in pool.by_identity[identity]:
+            content.update(fs.boxes[k].tobytes())
+            content.update(fs.landmarks[k].tobytes())
+            content.update(np.ascontiguousarray(fs.contexts[k][::8, ::8]).tobytes())
+    key = hashlib.sha1(json.dumps([content.hexdigest(), cfg.train_pairs, cfg.seed, cfg.input_size,
                                    cfg.crop_margin]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"sbi-{key}.safetensors"
     if path.is_file():
         data = load_file(str(path))
         return data["images"], data["labels"]
     rng = np.random.default_rng(cfg.seed + 2)
-    images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True)
+    with torch.random.fork_rng():  # the set depends only on its key; the global RNG is left as it was
+        torch.manual_seed(cfg.seed + 2)
+        images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"images": images.contiguous(), "labels": labels}, str(path))
     return images, labels
@@ -333,6 +341,19 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     return out
 
 
+def _numbers(cls: type, values: dict, where: str) -> dict:
+    """YAML 1.1 reads 3e-3 (no dot) as a string: make such values of int/float fields numbers."""
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}  # type names as strings (postponed annotations)
+    out = dict(values)
+    for key, value in values.items():
+        if kinds.get(key) in ("float", "int") and isinstance(value, str):
+            try:
+                out[key] = float(value) if kinds[key] == "float" else int(value)
+            except ValueError:
+                raise ValueError(f"{where}{key}: expected a number, got {value!r}") from None
+    return out
+
+
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     """configs/train.yaml -> TrainConfig; `overrides` are top-level keys (e.g. out, data)."""
     import yaml
@@ -342,9 +363,10 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     members = {}
     for name, spec in (data.pop("members", None) or {}).items():
         spec = dict(spec or {})
-        phases = {k: PhaseConfig(**spec.pop(k)) for k in ("head", "finetune") if k in spec}
-        members[name] = MemberRecipe(**spec, **phases)
+        phases = {k: PhaseConfig(**_numbers(PhaseConfig, spec.pop(k), f"members.{name}.{k}."))
+                  for k in ("head", "finetune") if k in spec}
+        members[name] = MemberRecipe(**_numbers(MemberRecipe, spec, f"members.{name}."), **phases)
     unknown = set(data) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    return TrainConfig(members=members, **data)
+    return TrainConfig(members=members, **_numbers(TrainConfig, data, ""))

@@ -1,0 +1,324 @@
+"""A few-epoch training run on CPU on a tiny synthetic folder dataset, end to end.
+
+train() -> detector.safetensors/json through the real save/load path -> `analyze` and `evaluate`
+use it. The faces are skimage's astronaut (pipeline.samples) at different places, sizes and
+tints; folder data makes every file its own identity, so the identity split has enough to split.
+The run is tiny (64 px input, 12 pseudo-fake pairs, 4 epochs): it checks mechanics and that the
+training loss falls, never accuracy. Metrics against hand-computed values are in test_metrics.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.samples import make_sample_video, render_sample_frame
+from stages.detect import DetectSettings
+from stages.ensemble import load_detector
+from training.data import extract_all, read_dataset, split_by_identity
+from training.metrics import binary_metrics
+from training.sbi_batches import FacePool, fixed_sbi_set
+from training.self_blend import self_blend
+from training.train import (MemberRecipe, PhaseConfig, TrainConfig, load_train_config, member_logits,
+                            prepare_faces, train)
+
+MEMBER = "mobilenetv2_100"
+FRAMES = 4  # frames sampled per video, in training and evaluation alike (same face-cache key)
+
+
+def _face_box(width: int, height: int, t: float) -> np.ndarray:
+    """Where render_sample_frame(width, height, t, 1.0, 1) puts the astronaut's face (x1, y1, x2, y2):
+    the face is at x 66-153, y 52-162 of the 220x240 head sprite (see pipeline.samples._HEAD)."""
+    head_h = 0.55 * height * (1 + 0.2 * np.sin(2 * np.pi * t))
+    scale = head_h / 240
+    cx, cy = width * (0.3 + 0.4 * t), height * (0.5 + 0.05 * np.sin(4 * np.pi * t))
+    x0, y0 = int(cx - int(220 * scale) / 2), int(cy - int(240 * scale) / 2)
+    return np.array([x0 + 66 * scale, y0 + 52 * scale, x0 + 153 * scale, y0 + 162 * scale], np.float32)
+
+
+def _write(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def _frame(size: tuple[int, int], t: float, tint: tuple[float, float, float]) -> np.ndarray:
+    frame = render_sample_frame(size[0], size[1], t, 1.0, 1).astype(np.float32)
+    return np.clip(frame * np.array(tint, np.float32), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """real/: 4 photos (face at different positions, sizes, tints) and 1 short clip; fake/: 2 photos
+    whose face region is replaced by a colour-shifted, moved copy of itself (a self-blend)."""
+    root = tmp_path_factory.mktemp("dataset")
+    photos = [((320, 240), 0.10, (1.0, 1.0, 1.0)), ((288, 288), 0.35, (1.15, 0.95, 0.85)),
+              ((360, 240), 0.60, (0.8, 0.9, 1.1)), ((256, 320), 0.85, (0.9, 1.1, 0.9))]
+    for k, (size, t, tint) in enumerate(photos):
+        _write(root / "real" / f"person{k}.png", _frame(size, t, tint))
+    make_sample_video(root / "real" / "clip.mp4", seconds=0.6, fps=10, size=(320, 180), faces=1)
+    rng = np.random.default_rng(7)
+    for k, (size, t) in enumerate((((320, 240), 0.25), ((300, 260), 0.7))):
+        frame = _frame(size, t, (1.0, 1.0, 1.0))
+        fake, mask = self_blend(frame, _face_box(*size, t), None, rng)
+        assert mask.max() > 0.2 and np.abs(fake.astype(int) - frame).max() > 10  # the face really changed
+        _write(root / "fake" / f"swap{k}.png", fake)
+    return root
+
+
+def tiny_config(data: Path, out: Path, lr: float = 3e-3) -> TrainConfig:
+    return TrainConfig(
+        data=str(data), out=str(out), mode="cached", train_pairs=12, val_pairs=6, batch_pairs=4,
+        frames_per_video=FRAMES, holdout_share=0.4, input_size=64, patience=10, threads=1, seed=0,
+        version="test-tiny",
+        members={MEMBER: MemberRecipe(init="scratch", frozen_blocks=2, head=PhaseConfig(lr, epochs=0),
+                                      finetune=PhaseConfig(lr, epochs=4, schedule="cosine"))})
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("train")
+    cfg = tiny_config(dataset, root / "run")
+    threads = torch.get_num_threads()
+    log: list[str] = []
+    try:
+        out = train(cfg, cache_dir=root / "cache", log=log.append)
+    finally:
+        torch.set_num_threads(threads)  # train() sets a process-wide thread count
+    return SimpleNamespace(cfg=cfg, out=out, cache=root / "cache", log=log,
+                           report=json.loads((out / "train_report.json").read_text()))
+
+
+def run_cli(*args) -> "click.testing.Result":  # noqa: F821
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_dataset_has_identities_on_both_sides_of_the_split(dataset):
+    items = read_dataset(dataset)
+    real = [i for i in items if i.label == 0]
+    assert len(real) == 5 and sum(i.label for i in items) == 2
+    assert len({i.identity for i in real}) == 5  # each file is its own identity
+    train_ids, held_ids = split_by_identity(real, 0.4, 0)
+    assert len(train_ids) >= 2 and len(held_ids) >= 2 and not train_ids & held_ids
+
+
+def test_training_writes_a_detector_and_its_report(trained):
+    out = trained.out
+    for name in ("detector.safetensors", "detector.json", "split.json", "train_report.json"):
+        assert (out / name).is_file(), name
+    split = json.loads((out / "split.json").read_text())
+    assert split["train"] and split["holdout"] and not set(split["train"]) & set(split["holdout"])
+    assert set(split["train"]) | set(split["holdout"]) == {f"real/person{k}" for k in range(4)} | {"real/clip"}
+    faces = trained.report["faces"]
+    assert faces["train_identities"] == len(split["train"]) and faces["holdout_identities"] == len(split["holdout"])
+    assert faces["train"] >= 3 and faces["holdout"] >= 2  # faces found in (nearly) every file
+    assert any(line.startswith("saved detector to") for line in trained.log)
+
+
+def test_training_loss_goes_down(trained):
+    member = trained.report["members"][MEMBER]
+    assert member["chosen_init"] == "scratch"
+    result = member["candidates"]["scratch"]
+    assert "head" not in result  # a scratch member has no frozen-backbone head phase
+    losses = [h["loss"] for h in result["finetune"]["history"] if "loss" in h]
+    assert len(losses) == 4  # patience 10: no early stop in 4 epochs
+    # the classifier starts at zero (p = 0.5 for every face), so the first epoch starts at ln 2
+    assert losses[0] <= math.log(2) + 1e-4
+    assert losses[-1] < losses[0] - 0.02, losses
+    assert result["finetune"]["best_epoch"] >= 1  # the kept weights are trained ones, not the start
+
+
+def test_checkpoint_round_trips_through_save_and_load(trained):
+    out, cfg = trained.out, trained.cfg
+    model = load_detector(out)
+    saved = json.loads((out / "detector.json").read_text())
+    c = model.config
+    assert c.trained is True and c.members == [MEMBER] and c.input_size == 64 and c.version == "test-tiny"
+    assert 0 < c.threshold < 1 and c.combiner in ("mean", "stacking")
+    assert c.sha256 == saved["sha256"] and len(c.sha256) == 64
+    assert c.training["combiner"]["chosen"] == c.combiner == trained.report["combiner"]["chosen"]
+    # the trained classifier is not the zero one every member starts from
+    assert model.members[MEMBER].get_classifier().weight.abs().sum() > 0
+    # The loaded weights reproduce the held-out metrics computed in memory at the end of training:
+    # rebuild the same validation set (deterministic: seed + 1) from the cached faces.
+    items, faces = prepare_faces(cfg, trained.cache, lambda _: None)
+    held = set(json.loads((out / "split.json").read_text())["holdout"])
+    pool = FacePool([(i.identity, faces[i.path]) for i in items if i.identity in held and i.path in faces])
+    crops, labels = fixed_sbi_set(pool, cfg.val_pairs, cfg.seed + 1, cfg.crop_margin, cfg.input_size)
+    logits = np.stack([member_logits(m, crops) for m in model.members.values()], axis=1)
+    with torch.no_grad():
+        probs = model.combine(torch.from_numpy(logits)).numpy()
+    expected = trained.report["combiner"]["holdout_metrics"]
+    got = binary_metrics(labels, probs, c.threshold)
+    assert got["confusion"] == expected["confusion"] and got["count"] == expected["count"] == 2 * cfg.val_pairs
+    assert got["roc_auc"] == pytest.approx(expected["roc_auc"], abs=1e-6)
+
+
+def test_second_face_extraction_comes_from_the_cache(trained):
+    items = [i for i in read_dataset(trained.cfg.data) if i.label == 0]
+    cached_files = sorted(trained.cache.glob("*.npz"))
+    assert len(cached_files) >= len(items)
+
+    def no_detection(frames):
+        raise AssertionError("face detection ran although every item is cached")
+
+    stub = SimpleNamespace(settings=DetectSettings(min_confidence=0.9), detect=no_detection)
+    faces = extract_all(items, stub, trained.cache, FRAMES, progress=False)
+    assert set(faces) == {i.path for i in items}
+    found = trained.report["faces"]
+    assert sum(len(fs) for fs in faces.values()) == found["train"] + found["holdout"]
+    assert all(fs.contexts.dtype == np.uint8 and fs.contexts.shape[1:] == (320, 320, 3) for fs in faces.values())
+    assert sorted(trained.cache.glob("*.npz")) == cached_files  # nothing new written
+
+
+def test_analyze_uses_the_trained_detector(trained, dataset, tmp_path):
+    clip = dataset / "real" / "clip.mp4"
+    # one input with --out: the annotated video and Grad-CAM keyframes are rendered too
+    result = run_cli("analyze", clip, "--weights", trained.out, "--device", "cpu", "--frames", 3, "--out", tmp_path)
+    assert result.exit_code in (0, 1, 3), result.output
+    report = json.loads((tmp_path / "clip.mp4.json").read_text())
+    assert result.exit_code == {"real": 0, "fake": 1, "inconclusive": 3}[report["verdict"]]
+    assert report["model"]["sha256"] == json.loads((trained.out / "detector.json").read_text())["sha256"]
+    assert report["model"]["members"] == [MEMBER] and report["model"]["version"] == "test-tiny"
+    assert report["threshold"] == load_detector(trained.out).config.threshold
+    # crops are cut at the detect stage's 224 px and resized to the model's 64 px input
+    faces = [f for t in report["tracks"] for f in t["faces"]]
+    assert report["frames_with_faces"] == 3 and faces
+    assert all(set(f["member_scores"]) == {MEMBER} and 0 <= f["member_scores"][MEMBER] <= 1 for f in faces)
+    # Grad-CAM maps come at 64 px and are laid over the 224 px crops of the keyframes
+    assert report["keyframes"] and all(Path(k["image"]).is_file() for k in report["keyframes"])
+    assert cv2.imread(report["keyframes"][0]["image"]) is not None
+
+
+def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
+    out = tmp_path / "eval"
+    result = run_cli("evaluate", dataset, "--weights", trained.out, "--out", out, "--cache", trained.cache,
+                     "--frames", FRAMES)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["items"] == 7 and metrics["items_without_faces"] == 0
+    assert metrics["threshold"] == load_detector(trained.out).config.threshold
+    for name in (MEMBER, "ensemble"):
+        frame = metrics["frame"][name]
+        # every face of the 5 real files (4 photos + FRAMES video frames) and of the 2 fakes
+        assert frame["count"] == 4 + FRAMES + 2 and frame["positives"] == 2
+        assert frame["roc_auc"] is not None  # both classes have faces
+        assert sum(frame["confusion"].values()) == frame["count"]
+    # one member with the mean combiner: the ensemble score is that member's score
+    if metrics["combiner"] == "mean":
+        assert metrics["frame"]["ensemble"]["roc_auc"] == pytest.approx(metrics["frame"][MEMBER]["roc_auc"])
+    assert set(metrics["groups"]) == {"real", "fake"} and metrics["groups"]["fake"]["items"] == 2
+    for plot in ("frame_ensemble_roc.png", "frame_ensemble_confusion.png", "frame_ensemble_hist.png"):
+        image = cv2.imread(str(out / plot))
+        assert image is not None and image.shape[0] > 100, plot
+    assert "| level | model | AUC |" in result.stdout
+    assert f"| frame | {MEMBER} |" in result.stdout and "| frame | ensemble |" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def cli_run(trained, dataset, tmp_path_factory) -> SimpleNamespace:
+    """`deepfake-detect train` with the fixture's recipe written as YAML, on the same face cache."""
+    cfg, root = trained.cfg, tmp_path_factory.mktemp("cli_train")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(
+        f"data: /nonexistent\nmode: cached\ntrain_pairs: {cfg.train_pairs}\nval_pairs: {cfg.val_pairs}\n"
+        f"batch_pairs: {cfg.batch_pairs}\nframes_per_video: {FRAMES}\nholdout_share: {cfg.holdout_share}\n"
+        f"input_size: {cfg.input_size}\npatience: {cfg.patience}\nthreads: 1\nseed: 0\nversion: test-tiny\n"
+        "members:\n"
+        f"  {MEMBER}:\n"
+        "    init: scratch\n"
+        "    frozen_blocks: 2\n"
+        "    head: {lr: 3.0e-3, epochs: 0}\n"
+        "    finetune: {lr: 3.0e-3, epochs: 4, schedule: cosine}\n")
+    threads = torch.get_num_threads()
+    try:
+        result = run_cli("train", "--config", recipe, "--data", dataset, "--out", root / "run",
+                         "--cache", trained.cache)
+    finally:
+        torch.set_num_threads(threads)
+    return SimpleNamespace(recipe=recipe, result=result, out=root / "run")
+
+
+def test_train_command_runs_a_yaml_recipe(cli_run, trained, dataset):
+    cfg = trained.cfg
+    assert load_train_config(cli_run.recipe, {"data": str(dataset), "out": cfg.out}) == cfg  # the same recipe
+    assert cli_run.result.exit_code == 0, cli_run.result.output
+    assert f"saved detector to {cli_run.out}" in cli_run.result.stdout
+    model = load_detector(cli_run.out)
+    assert model.config.trained and model.config.members == [MEMBER] and model.config.input_size == 64
+    assert (cli_run.out / "split.json").read_text() == (trained.out / "split.json").read_text()  # same seed
+
+
+def test_training_gives_the_same_weights_with_a_warm_cache(cli_run, trained):
+    # the fixture's run built the face crops and the pseudo-fake set; the CLI run read both from the cache
+    assert cli_run.result.exit_code == 0
+    assert load_detector(cli_run.out).config.sha256 == load_detector(trained.out).config.sha256
+
+
+def test_load_train_config_parses_members_and_phases(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "data: some/folder\n"
+        "out: runs/a\n"
+        "input_size: 96\n"
+        "members:\n"
+        "  mobilenetv2_100:\n"
+        "    init: scratch\n"
+        "    frozen_blocks: 2\n"
+        "    finetune: {lr: 1.0e-3, epochs: 3, schedule: step}\n"
+        "  tf_efficientnetv2_b0:\n"
+        "    init: [scratch, distill]\n"
+        "    head: {lr: 3.0e-3, epochs: 2}\n")
+    cfg = load_train_config(path, {"out": "runs/b", "data": None})
+    assert cfg.out == "runs/b" and cfg.data == "some/folder" and cfg.input_size == 96  # None overrides nothing
+    assert list(cfg.members) == ["mobilenetv2_100", "tf_efficientnetv2_b0"]
+    mob, eff = cfg.members["mobilenetv2_100"], cfg.members["tf_efficientnetv2_b0"]
+    assert mob.init == "scratch" and mob.frozen_blocks == 2
+    assert mob.finetune == PhaseConfig(lr=1e-3, epochs=3, schedule="step")
+    assert mob.head == MemberRecipe().head  # not given: the default phase
+    assert eff.init == ["scratch", "distill"] and eff.head == PhaseConfig(lr=3e-3, epochs=2)
+    assert eff.frozen_blocks == MemberRecipe().frozen_blocks
+
+
+def test_load_train_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data: x\nepochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown training settings: epochs, learning_rate"):
+        load_train_config(path)
+    path.write_text("data: x\n")
+    assert load_train_config(path).data == "x"
+    with pytest.raises(ValueError, match="unknown training settings: bogus"):
+        load_train_config(path, {"bogus": 1})  # overrides are checked too
+    # inside a member and inside a phase, dataclass construction refuses the key
+    path.write_text("data: x\nmembers:\n  mobilenetv2_100: {init: scratch, blocks: 2}\n")
+    with pytest.raises(TypeError, match="blocks"):
+        load_train_config(path)
+    path.write_text("data: x\nmembers:\n  mobilenetv2_100: {finetune: {lr: 0.001, epoch: 3}}\n")
+    with pytest.raises(TypeError, match="epoch"):
+        load_train_config(path)
+
+
+def test_train_command_rejects_a_bad_recipe_in_one_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data: x\nmembers:\n  mobilenetv2_100: {init: scratch, blocks: 2}\n")
+    result = run_cli("train", "--config", path, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: cannot read {path}")
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_load_train_config_takes_exponent_learning_rates(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data: x\nmembers:\n  mobilenetv2_100: {finetune: {lr: 3e-3, epochs: 3}}\n")
+    try:
+        lr = load_train_config(path).members["mobilenetv2_100"].finetune.lr
+    except ValueError:
+        return  # refusing it up front, with a message, is as good as reading it as a number
+    assert isinstance(lr, float) and lr == pytest.approx(3e-3)
