@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from stages.aggregate import Keyframe, TrackSummary
+from stages.aggregate import FaceScore, Keyframe, TrackSummary
 
 SCHEMA_VERSION = "1.0"
 VERDICTS = ("fake", "real", "inconclusive", "no_face", "error")
@@ -60,11 +62,16 @@ class AnalysisReport:
     outputs: dict[str, str] = field(default_factory=dict)   # name -> file path
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: now_iso())
 
     @property
     def failed(self) -> bool:
         return self.verdict == "error"
+
+
+def now_iso() -> str:
+    """The current UTC time as the reports write it."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _rounded(value: Any) -> Any:
@@ -81,6 +88,26 @@ def report_to_dict(report: AnalysisReport) -> dict[str, Any]:
     data = dataclasses.asdict(report)
     # per-face fields carry the report's bulk; rounding keeps files readable without losing meaning
     return _rounded(data)
+
+
+def _known_fields(cls, data: dict) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def report_from_dict(data: dict) -> AnalysisReport:
+    """Rebuild an AnalysisReport from its JSON form (to reuse or re-log a report written earlier)."""
+    data = dict(data)
+    data["input"] = _known_fields(InputInfo, data.get("input") or {"path": ""})
+    data["model"] = _known_fields(ModelInfo, data["model"]) if data.get("model") else None
+    data["tracks"] = [_known_fields(TrackSummary, {**t, "faces": [_known_fields(FaceScore, f) for f in t.get("faces", [])]})
+                      for t in data.get("tracks", [])]
+    data["keyframes"] = [_known_fields(Keyframe, k) for k in data.get("keyframes", [])]
+    return _known_fields(AnalysisReport, data)
+
+
+def load_report(path: str | Path) -> AnalysisReport:
+    return report_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 _NUM = {"type": "number"}

@@ -21,25 +21,16 @@ How a file travels
      back to `queued` and resume from the last committed step, so each input gets exactly one
      report, one CSV line and one move.
 
-Why a long-lived analysis subprocess per worker: a decoder that hangs or segfaults on a hostile
-file must not take the daemon with it, and a thread cannot be killed. A fresh process per file
-would reload the model (~4 s) each time. So each worker thread supervises one child process that
-loads the model once and analyses files it is sent; on a per-file timeout or a crash the child is
-killed and restarted (the only time the model is reloaded). The child dies with the daemon
-(PR_SET_PDEATHSIG), so a `kill -9` of the daemon leaves no orphan writing into OUT.
+Each worker thread supervises one long-lived analysis process (`pipeline.analysis_process`), which
+loads the model once; a hung or crashed decoder takes down only that process.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import errno
 import json
 import logging
-import multiprocessing
 import os
-import re
-import shutil
 import signal
 import stat
 import sys
@@ -47,29 +38,22 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline import __version__
+from pipeline.analysis_process import AnalysisProcess, WorkerStartError
+from pipeline.file_moves import is_within, move_file, same_file_content, shown_path, with_suffix_number
 from pipeline.journal import JOURNAL_NAME, Entry, Journal, display_path
-from pipeline.report import AnalysisReport, InputInfo, ModelInfo
+from pipeline.report import AnalysisReport, InputInfo, load_report, now_iso
+from pipeline.watch_status import LOCK_NAME, STATUS_NAME, fcntl, format_status, read_status
 from pipeline.writers import CsvLogWriter, JsonReportWriter, atomic_write_text, output_stem
-from stages.aggregate import FaceScore, Keyframe, TrackSummary
 from stages.decode import MEDIA_SUFFIXES
 from stages.ensemble import file_sha256
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: the CLI still imports; `watch` refuses to start
-    fcntl = None
-
 log = logging.getLogger(__name__)
 
-STATUS_NAME = "watch-status.json"
-LOCK_NAME = ".watch.lock"
 CSV_NAME = "results.csv"
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart", ".swp", "~")
 MAX_ATTEMPTS = 3          # claims of one input that ended in a crash (of the worker or the daemon)
-READY_TIMEOUT_S = 600.0   # model load in a fresh analysis process
 
 
 @dataclass(frozen=True)
@@ -86,238 +70,6 @@ class WatchSettings:
     max_bytes: int = 8 * 1024**3
     stop_grace_s: float = 30.0
     heartbeat_s: float = 2.0
-
-
-# ---------------------------------------------------------------------------------------------
-# reports
-# ---------------------------------------------------------------------------------------------
-def _dc(cls, data: dict) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def report_from_dict(data: dict) -> AnalysisReport:
-    """Rebuild an AnalysisReport from its JSON form (to reuse or re-log a report written earlier)."""
-    data = dict(data)
-    data["input"] = _dc(InputInfo, data.get("input") or {"path": ""})
-    data["model"] = _dc(ModelInfo, data["model"]) if data.get("model") else None
-    data["tracks"] = [_dc(TrackSummary, {**t, "faces": [_dc(FaceScore, f) for f in t.get("faces", [])]})
-                      for t in data.get("tracks", [])]
-    data["keyframes"] = [_dc(Keyframe, k) for k in data.get("keyframes", [])]
-    return _dc(AnalysisReport, data)
-
-
-def load_report(path: Path) -> AnalysisReport:
-    return report_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def _now_iso() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _csv_has(csv_path: Path, report_path: Path, created: str | None) -> bool:
-    """Whether the CSV log already has the line for this report (crash between CSV and journal)."""
-    if not csv_path.is_file():
-        return False
-    with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
-        return any(row.get("report") == str(report_path) and row.get("time") == created for row in csv.DictReader(fh))
-
-
-# ---------------------------------------------------------------------------------------------
-# files
-# ---------------------------------------------------------------------------------------------
-def _shown(path) -> str:
-    """A path for one log line: control characters (a newline in a file name) escaped."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", display_path(path))
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def _with_suffix_number(path: Path, n: int) -> Path:
-    suffix = "".join(path.suffixes[-1:])
-    return path.with_name(f"{path.name[:len(path.name) - len(suffix)]}-{n}{suffix}")
-
-
-def _same_file_content(a: Path, b: Path, sha256: str | None) -> bool:
-    try:
-        if os.path.islink(a) or os.path.islink(b):
-            return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
-        return (os.path.getsize(a) == os.path.getsize(b) and sha256 is not None
-                and file_sha256(b) == sha256 and file_sha256(a) == sha256)
-    except OSError:
-        return False
-
-
-def _move_file(src: Path, dest: Path, tag: str) -> None:
-    """Move src to dest (which must not exist): rename on one file system, else copy + fsync +
-    rename into place + unlink the source. A symlink moves as a link; its target is not touched."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(dest):
-        raise FileExistsError(errno.EEXIST, "destination exists", str(dest))
-    try:
-        os.rename(src, dest)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    tmp = dest.with_name(f".{dest.name}.{tag}.partial")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    if os.path.islink(src):
-        os.symlink(os.readlink(src), tmp)
-    else:
-        shutil.copy2(src, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-    os.rename(tmp, dest)
-    os.unlink(src)   # the content now lives at dest: this is the second half of a move
-
-
-# ---------------------------------------------------------------------------------------------
-# the analysis process
-# ---------------------------------------------------------------------------------------------
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGKILL when the daemon dies (also by kill -9), so no orphan keeps writing."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _analysis_process(conn, config, render: bool, threads: int, parent_pid: int, debug: bool) -> None:
-    """Child process: load the model once, then analyse each path it is sent."""
-    # Ctrl-C in a terminal and systemd's SIGTERM reach the whole process group; the daemon decides
-    # when this process stops (it finishes or abandons the current file first).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent(parent_pid)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import torch
-
-    from pipeline.outputs import build_output_writers
-    from pipeline.runner import Analyzer
-
-    torch.set_num_threads(max(1, threads))
-    try:
-        analyzer = Analyzer(config)
-        render_settings = dataclasses.replace(config.render, enabled="on" if render else "off")
-        analyzer.outputs = build_output_writers(render_settings, n_inputs=1)
-    except Exception as exc:  # noqa: BLE001 - reported to the daemon, which stops with the message
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
-        return
-    conn.send(("ready", (analyzer.model_info, analyzer.aggregate_settings.threshold)))
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        path, out_dir = message
-        try:
-            conn.send(("report", analyzer.analyze(path, out_dir=out_dir)))
-        except Exception as exc:  # noqa: BLE001 - e.g. a report that cannot be pickled
-            conn.send(("error", f"internal error: {type(exc).__name__}: {exc}"))
-
-
-class WorkerStartError(Exception):
-    pass
-
-
-class AnalysisProcess:
-    """Supervises one long-lived analysis child (see the module docstring for why)."""
-
-    def __init__(self, config, render: bool, threads: int, name: str, debug: bool = False):
-        self.config, self.render, self.threads, self.name, self.debug = config, render, threads, name, debug
-        self._ctx = multiprocessing.get_context("spawn")   # no fork after threads were started
-        self.proc = None
-        self.conn = None
-        self.model_info: ModelInfo | None = None
-        self.threshold: float | None = None
-
-    def start(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        self.proc = self._ctx.Process(target=_analysis_process, name=f"deepfake-detect {self.name}", daemon=True,
-                                      args=(child_conn, self.config, self.render, self.threads, os.getpid(), self.debug))
-        self.proc.start()
-        child_conn.close()
-        self.conn = parent_conn
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.conn.poll(0.2):
-                try:
-                    kind, payload = self.conn.recv()
-                except (EOFError, OSError):
-                    break
-                if kind == "ready":
-                    self.model_info, self.threshold = payload
-                    return
-                self.kill()
-                raise WorkerStartError(payload)
-            if not self.proc.is_alive():
-                break
-        code = self.proc.exitcode if self.proc else None
-        self.kill()
-        raise WorkerStartError(f"the analysis process did not start (exit code {code})")
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-        self.wait_ready()
-
-    def analyze(self, path: Path, out_dir: Path, timeout: float, stop: threading.Event, grace: float,
-                hurry: threading.Event):
-        """-> ("report", report) | ("error", message) | ("timeout", seconds) | ("crashed", exit code) |
-        ("abandoned", None): stop was requested and the file did not finish within `grace` (or a
-        second signal set `hurry`)."""
-        try:
-            self.conn.send((path, out_dir))
-        except (OSError, EOFError):
-            return "crashed", self.proc.exitcode
-        started = time.monotonic()
-        stop_seen: float | None = None
-        while True:
-            if self.conn.poll(0.1):
-                try:
-                    return self.conn.recv()
-                except (EOFError, OSError):
-                    self.proc.join(2)
-                    return "crashed", self.proc.exitcode
-            if not self.proc.is_alive():
-                return "crashed", self.proc.exitcode
-            now = time.monotonic()
-            if now - started > timeout:
-                self.kill()
-                return "timeout", timeout
-            if stop.is_set():
-                stop_seen = stop_seen or now
-                if now - stop_seen > grace or hurry.is_set():
-                    self.kill()
-                    return "abandoned", None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(10)
-        if self.conn is not None:
-            self.conn.close()
-        self.proc = self.conn = None
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            with contextlib.suppress(OSError, EOFError):
-                self.conn.send(None)
-            self.proc.join(5)
-        self.kill()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,11 +93,11 @@ class WatchDaemon:
         self._said: set[tuple[str, Path]] = set()   # log "ignored" once per path
         self._wake = threading.Event()
         self._status_due = threading.Event()
-        self._started = _now_iso()
+        self._started = now_iso()
         self._lock_fh = None
         self._observer = None
         self.excluded = [p for p in (settings.out, settings.processed, settings.failed)
-                         if p is not None and _within(p, settings.inbox)]
+                         if p is not None and is_within(p, settings.inbox)]
 
     # -- entry point --------------------------------------------------------------------------
     def run(self) -> int:
@@ -364,7 +116,7 @@ class WatchDaemon:
         self._lock_fh.flush()
         self.journal = Journal(s.out / JOURNAL_NAME)
         for entry in self.journal.recover():
-            log.warning("resuming %s (interrupted while running, phase %s)", _shown(entry.path), entry.phase or "analysis")
+            log.warning("resuming %s (interrupted while running, phase %s)", shown_path(entry.path), entry.phase or "analysis")
         self._install_signals()
         self._write_status("starting")
         threads = max(1, (os.cpu_count() or 1) // s.workers)
@@ -472,9 +224,9 @@ class WatchDaemon:
     def _ignored(self, path: Path) -> str | None:
         """Why `path` is not (yet) a candidate, or None."""
         inbox = self.s.inbox
-        if not _within(path, inbox) or path == inbox:
+        if not is_within(path, inbox) or path == inbox:
             return "outside the inbox"
-        if any(_within(path, ex) for ex in self.excluded):
+        if any(is_within(path, ex) for ex in self.excluded):
             return "output folder"
         rel = path.relative_to(inbox)
         if any(part.startswith(".") for part in rel.parts):
@@ -486,7 +238,7 @@ class WatchDaemon:
     def _say_once(self, why: str, path: Path, level: int = logging.INFO) -> None:
         if (why, path) not in self._said:
             self._said.add((why, path))
-            log.log(level, "ignoring %s: %s", _shown(path), why)
+            log.log(level, "ignoring %s: %s", shown_path(path), why)
 
     def _expand(self, path: Path) -> list[Path]:
         """A dirty path -> the file paths under it to consider (walks folders, not their symlinks)."""
@@ -504,7 +256,7 @@ class WatchDaemon:
                 p = root_p / d
                 if os.path.islink(p):
                     files.append(d)    # a symlinked folder is looked at (and refused) as an entry
-                elif not d.startswith(".") and not any(_within(p, ex) for ex in self.excluded):
+                elif not d.startswith(".") and not any(is_within(p, ex) for ex in self.excluded):
                     keep.append(d)
             dirs[:] = keep
             found.extend(root_p / f for f in files)
@@ -564,7 +316,7 @@ class WatchDaemon:
     def _refusal(self, path: Path, st: os.stat_result) -> str | None:
         if stat.S_ISLNK(st.st_mode):
             return f"refused: symbolic link (to {display_path(os.readlink(path))})"
-        if not _within(path.resolve(), self.s.inbox):
+        if not is_within(path.resolve(), self.s.inbox):
             return f"refused: the path resolves outside the inbox ({display_path(path.resolve())})"
         if st.st_size > self.s.max_bytes:
             return f"refused: file is {st.st_size} bytes, over the size cap of {self.s.max_bytes} bytes (--max-size)"
@@ -578,13 +330,13 @@ class WatchDaemon:
             return
         if refusal:
             entry = self.journal.add(path, None, st.st_size, st.st_mtime_ns, refusal=refusal)
-            log.warning("%s: %s", _shown(path), refusal)
+            log.warning("%s: %s", shown_path(path), refusal)
         else:
             try:
                 sha = file_sha256(path)
                 after = os.lstat(path)
             except OSError as exc:
-                log.warning("cannot read %s (%s); will look again", _shown(path), exc.strerror or exc)
+                log.warning("cannot read %s (%s); will look again", shown_path(path), exc.strerror or exc)
                 return
             if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                 self._pending[path] = (after.st_size, after.st_mtime_ns, time.monotonic())
@@ -593,7 +345,7 @@ class WatchDaemon:
                 self.journal.touch(current.id, st.st_size, st.st_mtime_ns)
                 return   # same content re-touched; `touch` a failed file to have it retried
             entry = self.journal.add(path, sha, st.st_size, st.st_mtime_ns)
-            log.info("queued %s (%s, %d bytes)", _shown(path), sha[:12], st.st_size)
+            log.info("queued %s (%s, %d bytes)", shown_path(path), sha[:12], st.st_size)
         self._status_due.set()
         self._wake.set()
         return entry
@@ -614,7 +366,7 @@ class WatchDaemon:
                 self.fatal = f"the analysis process cannot be restarted: {exc}"
                 self.stop.set()
             except Exception as exc:  # noqa: BLE001 - one input's trouble must not stop the daemon
-                log.exception("failed on %s", _shown(entry.path))
+                log.exception("failed on %s", shown_path(entry.path))
                 if os.path.lexists(entry.path):   # not moved: leave it in place (`touch` it to retry)
                     self.journal.set_dest(entry.id, None)
                 self.journal.finish(entry.id, "failed", reason=f"internal error: {type(exc).__name__}: {exc}")
@@ -647,7 +399,7 @@ class WatchDaemon:
             candidate = dest
             while os.path.lexists(candidate) or self.journal.path_reserved("dest_path", candidate, entry.id):
                 n += 1
-                candidate = _with_suffix_number(dest, n)
+                candidate = with_suffix_number(dest, n)
             self.journal.set_dest(entry.id, candidate)
         return candidate
 
@@ -660,10 +412,10 @@ class WatchDaemon:
         try:
             report = load_report(earlier.report_path)
         except (OSError, ValueError, TypeError) as exc:
-            log.warning("cannot reuse %s (%s): analysing again", _shown(earlier.report_path), exc)
+            log.warning("cannot reuse %s (%s): analysing again", shown_path(earlier.report_path), exc)
             return None
         report.input.path = display_path(entry.path)
-        report.created = _now_iso()
+        report.created = now_iso()
         report.outputs["reused_report"] = display_path(earlier.report_path)
         report.warnings.append(f"same content (sha256 {entry.sha256}) as {display_path(earlier.path)}, analysed earlier: "
                                f"this report reuses {display_path(earlier.report_path)}; the model was not run again")
@@ -696,16 +448,16 @@ class WatchDaemon:
         else:   # resuming after a crash: the report exists; maybe the CSV line and the move are left
             report = load_report(entry.report_path)
             if entry.phase == "reported":
-                if not _csv_has(self.csv.path, entry.report_path, entry.created):
+                if not self.csv.has_line_for(entry.report_path, entry.created):
                     self.csv.write(report, entry.report_path)
                 self.journal.set_phase(entry.id, "logged")
         entry = self.journal.get(entry.id)
         self._finish_move(entry)
         state = "failed" if entry.verdict == "error" else "done"
         self.journal.finish(entry.id, state)
-        log.info("%s %s: %s%s", state, _shown(entry.path),
+        log.info("%s %s: %s%s", state, shown_path(entry.path),
                  f"{entry.verdict} ({entry.reason})" if state == "failed" else entry.verdict,
-                 f" -> {_shown(entry.dest_path)}" if entry.dest_path else "")
+                 f" -> {shown_path(entry.dest_path)}" if entry.dest_path else "")
 
     def _produce(self, entry: Entry, proc: AnalysisProcess) -> AnalysisReport | None:
         """The report for a claimed row, or None when the row was put back or dropped."""
@@ -718,7 +470,7 @@ class WatchDaemon:
         try:
             st = os.lstat(entry.path)
         except FileNotFoundError:
-            log.warning("%s vanished before it was analysed", _shown(entry.path))
+            log.warning("%s vanished before it was analysed", shown_path(entry.path))
             self.journal.forget(entry.id)
             return None
         if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
@@ -742,7 +494,7 @@ class WatchDaemon:
                     os.unlink(alias)
         if kind == "report":
             if payload.input.sha256 and payload.input.sha256 != entry.sha256:
-                log.warning("%s changed during analysis; taking it again", _shown(entry.path))
+                log.warning("%s changed during analysis; taking it again", shown_path(entry.path))
                 self.journal.forget(entry.id)
                 self._mark_dirty(entry.path)
                 return None
@@ -750,7 +502,7 @@ class WatchDaemon:
         if kind == "error":
             return self._error_report(entry, payload)
         if kind == "abandoned":
-            log.info("abandoned %s; it will be analysed again on restart", _shown(entry.path))
+            log.info("abandoned %s; it will be analysed again on restart", shown_path(entry.path))
             self.journal.release(entry.id, count_attempt=False)
             return None
         # the child was killed (timeout) or died: a fresh one for the next file
@@ -760,7 +512,7 @@ class WatchDaemon:
             return self._error_report(entry, f"analysis timed out after {payload:g} s (--timeout)")
         how = f"signal {-payload}" if isinstance(payload, int) and payload < 0 else f"exit code {payload}"
         if entry.attempts < MAX_ATTEMPTS and not self.stop.is_set():
-            log.warning("the analysis process died on %s (%s); retrying", _shown(entry.path), how)
+            log.warning("the analysis process died on %s (%s); retrying", shown_path(entry.path), how)
             self.journal.release(entry.id, count_attempt=True)
             return None
         if self.stop.is_set():
@@ -790,18 +542,18 @@ class WatchDaemon:
             return
         if not os.path.lexists(src):
             if not os.path.lexists(dest):
-                log.warning("%s is gone; nothing to move", _shown(src))
+                log.warning("%s is gone; nothing to move", shown_path(src))
                 self.journal.set_dest(entry.id, None)
             return   # moved before a crash
         if os.path.lexists(dest):
-            if _same_file_content(src, dest, entry.sha256):
+            if same_file_content(src, dest, entry.sha256):
                 os.unlink(src)   # a cross-device move finished its copy before a crash: drop the source copy
                 return
             dest = self._destination(entry, entry.verdict != "error")
         try:
-            _move_file(src, dest, str(entry.id))
+            move_file(src, dest, str(entry.id))
         except OSError as exc:
-            log.error("cannot move %s to %s: %s; it stays in place", _shown(src), _shown(dest), exc)
+            log.error("cannot move %s to %s: %s; it stays in place", shown_path(src), shown_path(dest), exc)
             self.journal.set_dest(entry.id, None)
 
     # -- status -------------------------------------------------------------------------------
@@ -821,7 +573,7 @@ class WatchDaemon:
                 running.append(info)
         return {
             "daemon": state, "pid": os.getpid(), "tool_version": __version__, "started": self._started,
-            "heartbeat": _now_iso(), "heartbeat_unix": round(time.time(), 3),
+            "heartbeat": now_iso(), "heartbeat_unix": round(time.time(), 3),
             "inbox": str(self.s.inbox), "out": str(self.s.out),
             "processed": str(self.s.processed) if self.s.processed else None, "failed": str(self.s.failed),
             "workers": self.s.workers, "render": self.s.render,
@@ -830,65 +582,6 @@ class WatchDaemon:
             "queued": [e.summary() for e in j.by_state("queued", 20)] if j else [],
             "recent": [e.summary() for e in j.recent(10)] if j else [],
         }
-
-
-# ---------------------------------------------------------------------------------------------
-# status command
-# ---------------------------------------------------------------------------------------------
-def daemon_alive(out: Path) -> bool:
-    """Whether a daemon holds OUT's lock (more reliable than a pid: it is released when it dies)."""
-    lock = Path(out) / LOCK_NAME
-    if fcntl is None or not lock.exists():
-        return False
-    with open(lock, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
-
-
-def read_status(out: Path) -> dict:
-    out = Path(out)
-    heartbeat: dict = {}
-    with contextlib.suppress(OSError, ValueError):
-        heartbeat = json.loads((out / STATUS_NAME).read_text(encoding="utf-8"))
-    result = {"alive": daemon_alive(out), "heartbeat": heartbeat.get("heartbeat"),
-              "heartbeat_age_s": round(time.time() - heartbeat["heartbeat_unix"], 1) if "heartbeat_unix" in heartbeat else None,
-              "pid": heartbeat.get("pid"), "inbox": heartbeat.get("inbox"), "arriving": heartbeat.get("arriving", 0),
-              "counts": {}, "running": [], "queued": [], "failed": [], "recent": []}
-    if (out / JOURNAL_NAME).exists():
-        journal = Journal(out / JOURNAL_NAME)
-        try:
-            result["counts"] = journal.counts()
-            result["running"] = [e.summary() for e in journal.by_state("running")]
-            result["queued"] = [e.summary() for e in journal.by_state("queued", 20)]
-            result["failed"] = [e.summary() for e in journal.by_state("failed", 1000)][-20:]
-            result["recent"] = [e.summary() for e in journal.recent(10)]
-        finally:
-            journal.close()
-    return result
-
-
-def format_status(st: dict) -> str:
-    lines = []
-    if st["alive"]:
-        age = st["heartbeat_age_s"]
-        lines.append(f"daemon: running (pid {st['pid']}, inbox {st['inbox']}, heartbeat "
-                     f"{'?' if age is None else f'{age:.0f}s'} ago)")
-    else:
-        lines.append("daemon: not running" + (f" (last heartbeat {st['heartbeat']})" if st["heartbeat"] else ""))
-    c = st["counts"]
-    lines.append(f"queued {c.get('queued', 0)}, running {c.get('running', 0)}, done {c.get('done', 0)}, "
-                 f"failed {c.get('failed', 0)}" + (f"; {st['arriving']} still arriving" if st.get("arriving") else ""))
-    for e in st["running"]:
-        lines.append(f"  running  {e['path']}")
-    for e in st["queued"]:
-        lines.append(f"  queued   {e['path']}")
-    for e in st["failed"]:
-        lines.append(f"  failed   {e['path']}: {e['reason']}")
-    return "\n".join(lines)
 
 
 def parse_size(text: str) -> int:
@@ -963,7 +656,7 @@ def _build_command():
         processed_p = None if keep else Path(processed or inbox_p / "processed").resolve()
         failed_p = Path(failed or inbox_p / "failed").resolve()
         for label, p in (("--out", out), ("--processed", processed_p), ("--failed", failed_p)):
-            if p is not None and (p == inbox_p or _within(inbox_p, p)):
+            if p is not None and (p == inbox_p or is_within(inbox_p, p)):
                 fail(f"{label} must not be the inbox or contain it")
         render_mode = None if render is None else ("on" if render else "off")
         config = config_from_options(**options, **{"render.enabled": render_mode, "render.scale": render_scale})

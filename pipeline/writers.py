@@ -78,3 +78,11 @@ class CsvLogWriter:
                 if new:
                     writer.writeheader()
                 writer.writerow(row)
+
+    def has_line_for(self, report_path: Path, created: str | None) -> bool:
+        """Whether the log already has the line of this report (a crash between CSV and journal)."""
+        if not self.path.is_file():
+            return False
+        with open(self.path, newline="", encoding="utf-8", errors="replace") as fh:
+            return any(row.get("report") == str(report_path) and row.get("time") == created
+                       for row in csv.DictReader(fh))

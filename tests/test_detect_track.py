@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.decode import Sampling, open_media
+from stages.decode import open_media
 from stages.detect import DetectSettings, Face, FaceDetector, crop_face
 from stages.track import FaceTracker
 

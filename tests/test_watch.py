@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.journal import JOURNAL_NAME, Journal
 from pipeline.samples import make_sample_video
-from pipeline.watch import load_report
+from pipeline.report import load_report
 from stages.ensemble import create_detector, save_detector
 
 pytestmark = pytest.mark.slow
@@ -377,12 +377,18 @@ def _restart(daemon):
     return daemon.journal.claim()
 
 
-def test_crash_after_csv_line_before_journal_commit_logs_once(tmp_path):
+def _csv_logged(tmp_path, name: str, content: bytes):
+    """A daemon whose input `name` is analysed and has its CSV line, the journal not yet told."""
     daemon, inbox, out = _daemon_in_process(tmp_path)
-    src = inbox / "x.mp4"
-    src.write_bytes(b"content")
+    src = inbox / name
+    src.write_bytes(content)
     entry, dest = _claimed_with_report(daemon, src)
     daemon.csv.write(load_report(entry.report_path), entry.report_path)
+    return daemon, out, src, entry, dest
+
+
+def test_crash_after_csv_line_before_journal_commit_logs_once(tmp_path):
+    daemon, out, src, entry, dest = _csv_logged(tmp_path, "x.mp4", b"content")
     entry = _restart(daemon)                      # "crash": the CSV line is there, the journal says "reported"
     daemon._process(entry, proc=None)
     assert len(csv_rows(out)) == 1
@@ -392,11 +398,7 @@ def test_crash_after_csv_line_before_journal_commit_logs_once(tmp_path):
 
 
 def test_crash_after_move_before_journal_commit_finishes(tmp_path):
-    daemon, inbox, out = _daemon_in_process(tmp_path)
-    src = inbox / "y.mp4"
-    src.write_bytes(b"more content")
-    entry, dest = _claimed_with_report(daemon, src)
-    daemon.csv.write(load_report(entry.report_path), entry.report_path)
+    daemon, out, src, entry, dest = _csv_logged(tmp_path, "y.mp4", b"more content")
     daemon.journal.set_phase(entry.id, "logged")
     dest.parent.mkdir(parents=True)
     os.rename(src, dest)                          # "crash" right after the move
@@ -411,7 +413,7 @@ def test_crash_after_move_before_journal_commit_finishes(tmp_path):
 def test_move_across_file_systems_copies_then_removes_the_source(tmp_path, monkeypatch):
     import errno
 
-    import pipeline.watch as watch_module
+    import pipeline.file_moves as watch_module
 
     src, dest = tmp_path / "in" / "clip.mp4", tmp_path / "elsewhere" / "sub" / "clip.mp4"
     src.parent.mkdir()
@@ -424,9 +426,9 @@ def test_move_across_file_systems_copies_then_removes_the_source(tmp_path, monke
         return real_rename(a, b)
 
     monkeypatch.setattr(watch_module.os, "rename", rename)
-    watch_module._move_file(src, dest, "1")
+    watch_module.move_file(src, dest, "1")
     assert dest.read_bytes() == b"video bytes" and not src.exists()
     assert [p.name for p in dest.parent.iterdir()] == ["clip.mp4"]      # no temporary left behind
     (src.parent / "again.mp4").write_bytes(b"x")
     with pytest.raises(FileExistsError):                                   # never overwrites
-        watch_module._move_file(src.parent / "again.mp4", dest, "2")
+        watch_module.move_file(src.parent / "again.mp4", dest, "2")

@@ -1,0 +1,165 @@
+"""The watch daemon's analysis child: a long-lived process that loads the model once and analyses
+the files it is sent, supervised by `AnalysisProcess` in the daemon.
+
+Why a process and not a thread: a decoder that hangs or segfaults on a hostile file must not take
+the daemon with it, and a thread cannot be killed. A fresh process per file would reload the
+model (~4 s) each time, so the child lives until a per-file timeout or a crash, when it is killed
+and restarted (the only time the model is reloaded). It dies with the daemon (PR_SET_PDEATHSIG),
+so a `kill -9` of the daemon leaves no orphan writing into OUT.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pipeline.report import ModelInfo
+
+READY_TIMEOUT_S = 600.0   # model load in a fresh analysis process
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILL when the daemon dies (also by kill -9), so no orphan keeps writing."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _analysis_process(conn, config, render: bool, threads: int, parent_pid: int, debug: bool) -> None:
+    """Child process: load the model once, then analyse each path it is sent."""
+    # Ctrl-C in a terminal and systemd's SIGTERM reach the whole process group; the daemon decides
+    # when this process stops (it finishes or abandons the current file first).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from pipeline.outputs import build_output_writers
+    from pipeline.runner import Analyzer
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        analyzer = Analyzer(config)
+        render_settings = dataclasses.replace(config.render, enabled="on" if render else "off")
+        analyzer.outputs = build_output_writers(render_settings, n_inputs=1)
+    except Exception as exc:  # noqa: BLE001 - reported to the daemon, which stops with the message
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
+        return
+    conn.send(("ready", (analyzer.model_info, analyzer.aggregate_settings.threshold)))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        path, out_dir = message
+        try:
+            conn.send(("report", analyzer.analyze(path, out_dir=out_dir)))
+        except Exception as exc:  # noqa: BLE001 - e.g. a report that cannot be pickled
+            conn.send(("error", f"internal error: {type(exc).__name__}: {exc}"))
+
+
+class WorkerStartError(Exception):
+    pass
+
+
+class AnalysisProcess:
+    """Supervises one long-lived analysis child (see the module docstring for why)."""
+
+    def __init__(self, config, render: bool, threads: int, name: str, debug: bool = False):
+        self.config, self.render, self.threads, self.name, self.debug = config, render, threads, name, debug
+        self._ctx = multiprocessing.get_context("spawn")   # no fork after threads were started
+        self.proc = None
+        self.conn = None
+        self.model_info: ModelInfo | None = None
+        self.threshold: float | None = None
+
+    def start(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        self.proc = self._ctx.Process(target=_analysis_process, name=f"deepfake-detect {self.name}", daemon=True,
+                                      args=(child_conn, self.config, self.render, self.threads, os.getpid(), self.debug))
+        self.proc.start()
+        child_conn.close()
+        self.conn = parent_conn
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.conn.poll(0.2):
+                try:
+                    kind, payload = self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                if kind == "ready":
+                    self.model_info, self.threshold = payload
+                    return
+                self.kill()
+                raise WorkerStartError(payload)
+            if not self.proc.is_alive():
+                break
+        code = self.proc.exitcode if self.proc else None
+        self.kill()
+        raise WorkerStartError(f"the analysis process did not start (exit code {code})")
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+        self.wait_ready()
+
+    def analyze(self, path: Path, out_dir: Path, timeout: float, stop: threading.Event, grace: float,
+                hurry: threading.Event):
+        """-> ("report", report) | ("error", message) | ("timeout", seconds) | ("crashed", exit code) |
+        ("abandoned", None): stop was requested and the file did not finish within `grace` (or a
+        second signal set `hurry`)."""
+        try:
+            self.conn.send((path, out_dir))
+        except (OSError, EOFError):
+            return "crashed", self.proc.exitcode
+        started = time.monotonic()
+        stop_seen: float | None = None
+        while True:
+            if self.conn.poll(0.1):
+                try:
+                    return self.conn.recv()
+                except (EOFError, OSError):
+                    self.proc.join(2)
+                    return "crashed", self.proc.exitcode
+            if not self.proc.is_alive():
+                return "crashed", self.proc.exitcode
+            now = time.monotonic()
+            if now - started > timeout:
+                self.kill()
+                return "timeout", timeout
+            if stop.is_set():
+                stop_seen = stop_seen or now
+                if now - stop_seen > grace or hurry.is_set():
+                    self.kill()
+                    return "abandoned", None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(10)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            with contextlib.suppress(OSError, EOFError):
+                self.conn.send(None)
+            self.proc.join(5)
+        self.kill()
