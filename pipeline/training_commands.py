@@ -31,6 +31,7 @@ def train(config_file: str, data: str | None, out: str | None, cache: str, insta
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if install:
+        DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
         for name in ("detector.safetensors", "detector.json"):
             shutil.copy2(folder / name, DEFAULT_WEIGHTS / name)
         click.echo(f"installed into {DEFAULT_WEIGHTS}")

@@ -52,7 +52,8 @@ def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cac
         if fs is None or not len(fs):
             per_item.append({"path": str(item.path), "label": item.label, "group": item.group, "faces": 0})
             continue
-        ens, members = _scores(model, fs.crops(0.3, cfg.input_size))
+        # Crops cut as `analyze` cuts them by default (detect.crop_margin), which training also uses.
+        ens, members = _scores(model, fs.crops(DetectSettings().crop_margin, cfg.input_size))
         columns = {**{n: members[:, k] for k, n in enumerate(cfg.members)}, "ensemble": ens}
         for n in names:
             frame[n][0].extend([item.label] * len(ens))
