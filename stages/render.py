@@ -206,7 +206,7 @@ def draw_face(frame: np.ndarray, box: np.ndarray, score: float, label: str, heat
 
 
 def face_label(track_id: int, score: float) -> str:
-    return f"#{track_id} fake {score:.2f}"
+    return f"#{track_id} p(fake) {score:.2f}"  # a score, not a verdict: the colour and banner say that
 
 
 def annotate_image(frame: np.ndarray, faces: Sequence[tuple[int, FaceSample]], banner: Banner | None,
