@@ -18,6 +18,11 @@ SCHEMA_VERSION = "1.0"
 VERDICTS = ("fake", "real", "inconclusive", "no_face", "error")
 
 
+def now_iso() -> str:
+    """The current UTC time as the reports write it."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass
 class InputInfo:
     path: str
@@ -62,16 +67,11 @@ class AnalysisReport:
     outputs: dict[str, str] = field(default_factory=dict)   # name -> file path
     schema_version: str = SCHEMA_VERSION
     tool_version: str = ""
-    created: str = field(default_factory=lambda: now_iso())
+    created: str = field(default_factory=now_iso)
 
     @property
     def failed(self) -> bool:
         return self.verdict == "error"
-
-
-def now_iso() -> str:
-    """The current UTC time as the reports write it."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _rounded(value: Any) -> Any:

@@ -18,15 +18,11 @@ from pipeline.cli import main
 from pipeline.config import DEFAULT_WEIGHTS
 from stages.classify import CropClassifier
 from stages.ensemble import CONFIG_FILE, WEIGHTS_FILE, load_detector
+from test_self_blend import BOX, LANDMARKS   # the astronaut's face, read off the image once
 from training.sbi_batches import sbi_pair_crops
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_WEIGHTS / CONFIG_FILE).is_file(),
                                 reason="no detector installed in weights/")
-
-# The astronaut's face box and MTCNN-style landmarks, read off the 512x512 image (as in test_self_blend).
-BOX = np.array([180, 70, 265, 180], dtype=np.float32)
-LANDMARKS = np.array([[202, 101], [247, 102], [222, 125], [205, 141], [244, 141]], dtype=np.float32)
-
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -51,9 +47,9 @@ def test_self_blended_fakes_of_an_unseen_face_score_above_the_real_face(shipped)
     assert (fake > real).mean() >= 0.75
 
 
-def test_analyze_gives_a_verdict_with_the_shipped_weights(clips, tmp_path):
+def test_analyze_gives_a_verdict_with_the_shipped_weights(shipped, clips, tmp_path):
     result = CliRunner().invoke(main, ["analyze", str(clips["photo"]), "--out", str(tmp_path), "--no-render"])
     report = json.loads((tmp_path / "photo.jpg.json").read_text())
     assert report["verdict"] in ("real", "fake", "inconclusive")
     assert result.exit_code == {"real": 0, "fake": 1, "inconclusive": 3}[report["verdict"]]
-    assert report["model"]["sha256"] == load_detector(DEFAULT_WEIGHTS).config.sha256
+    assert report["model"]["sha256"] == shipped.config.sha256
