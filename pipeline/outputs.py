@@ -64,7 +64,7 @@ def explain_faces(context: AnalysisContext, explainer: Explainer, faces: list[Fa
 
     Only one chunk of frames and crops is alive at a time, so memory does not grow with the video.
     """
-    detect = context.analyzer.config.detect
+    detect = context.analyzer.face_detector.settings  # the margin actually used, resolved from the detector
     by_frame: dict[int, list[FaceScore]] = {}
     for face in faces:
         by_frame.setdefault(face.frame_index, []).append(face)
@@ -81,7 +81,7 @@ def explain_faces(context: AnalysisContext, explainer: Explainer, faces: list[Fa
 
 
 def _style(context: AnalysisContext, settings: RenderSettings) -> OverlayStyle:
-    return OverlayStyle(crop_margin=context.analyzer.config.detect.crop_margin, heatmap_alpha=settings.heatmap_alpha,
+    return OverlayStyle(crop_margin=context.analyzer.face_detector.settings.crop_margin, heatmap_alpha=settings.heatmap_alpha,
                         threshold=float(context.report.threshold if context.report.threshold is not None else 0.5))
 
 

@@ -104,7 +104,10 @@ class Analyzer:
                 "untrained network (train one with `deepfake-detect train`, or pass --weights DIR)")
         self.model = model
         self.classifier = CropClassifier(model, self.device, config.batch_size)
-        self.face_detector = FaceDetector(config.detect, self.device)
+        detect = config.detect
+        if detect.crop_margin is None:  # cut crops as the members saw them in training
+            detect = dataclasses.replace(detect, crop_margin=model.config.crop_margin)
+        self.face_detector = FaceDetector(detect, self.device)
         threshold = config.aggregate.threshold
         self.aggregate_settings = dataclasses.replace(
             config.aggregate, threshold=model.config.threshold if threshold is None else threshold)

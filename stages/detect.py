@@ -6,6 +6,7 @@ landmarks are mapped back to full-resolution coordinates and crops are cut from 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -13,12 +14,17 @@ import numpy as np
 import torch
 
 
+# Context around the MTCNN box that the shipped members were trained with. A detector records its
+# own margin in detector.json; the pipeline cuts crops with that one.
+DEFAULT_CROP_MARGIN = 0.3
+
+
 @dataclass(frozen=True)
 class DetectSettings:
     detect_long_side: int = 640   # 0 = detect at full resolution
     min_face_size: int = 20       # pixels, in the downscaled frame MTCNN sees
     min_confidence: float = 0.95
-    crop_margin: float = 0.3      # extra context around the box, as a share of its size
+    crop_margin: float | None = None  # context around the box, as a share of its size; None: the classifier's
     crop_size: int = 224
 
 
@@ -62,6 +68,8 @@ class FaceDetector:
     def __init__(self, settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu"):
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: nothing is downloaded
 
+        if settings.crop_margin is None:
+            settings = dataclasses.replace(settings, crop_margin=DEFAULT_CROP_MARGIN)
         self.settings = settings
         self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=settings.min_face_size,
                             post_process=False, select_largest=False)

@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from stages.detect import DEFAULT_CROP_MARGIN
+
 WEIGHTS_FILE = "detector.safetensors"
 CONFIG_FILE = "detector.json"
 FORMAT_VERSION = 1
@@ -39,6 +41,7 @@ class DetectorConfig:
     members: list[str] = field(default_factory=lambda: ["mobilenetv2_100", "tf_efficientnetv2_b0"])
     combiner: Literal["mean", "stacking"] = "mean"
     input_size: int = 224
+    crop_margin: float = DEFAULT_CROP_MARGIN  # context around the face box the members were trained with
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     threshold: float = 0.5

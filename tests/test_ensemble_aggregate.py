@@ -8,6 +8,7 @@ from pipeline.config import AnalysisConfig
 from pipeline.runner import Analyzer
 from stages.aggregate import AggregateSettings, FaceScore, aggregate, confident_strategy, pick_keyframes
 from stages.classify import CropClassifier
+from stages.detect import DetectSettings
 from stages.ensemble import DetectorError, create_detector, load_detector, save_detector
 
 
@@ -46,6 +47,15 @@ def test_untrained_detector_gives_no_verdicts(tmp_path):
     save_detector(create_detector(trained=False), tmp_path)
     with pytest.raises(DetectorError, match="not trained"):
         Analyzer(AnalysisConfig(weights=str(tmp_path), device="cpu"))
+
+
+def test_crops_are_cut_with_the_detectors_own_margin(tmp_path):
+    """detector.json records the training margin; analyze uses it unless the config sets one."""
+    save_detector(create_detector(trained=True, crop_margin=0.45), tmp_path)
+    assert load_detector(tmp_path).config.crop_margin == 0.45
+    assert Analyzer(AnalysisConfig(weights=str(tmp_path), device="cpu")).face_detector.settings.crop_margin == 0.45
+    explicit = AnalysisConfig(weights=str(tmp_path), device="cpu", detect=DetectSettings(crop_margin=0.2))
+    assert Analyzer(explicit).face_detector.settings.crop_margin == 0.2
 
 
 def test_confident_strategy_matches_dfdc_rule():

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training.metrics import best_threshold, binary_metrics, expected_calibration_error, save_plots
+from training.metrics import (best_threshold, binary_metrics, bootstrap_auc_interval, expected_calibration_error,
+                              save_plots)
 
 # Hand-made example, threshold 0.5 (score >= 0.5 -> predicted fake):
 #   label : 0    0    0     1     1     1
@@ -99,3 +100,29 @@ def test_save_plots_single_class_skips_roc(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths) == ["real_only_confusion.png", "real_only_hist.png"]
     assert all(_is_png(p) for p in paths)
     assert not (tmp_path / "real_only_roc.png").exists()
+
+
+def test_bootstrap_interval_brackets_the_auc_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 40)
+    scores = np.concatenate([rng.normal(0, 1, 40), rng.normal(1, 1, 40)])
+    low, high = bootstrap_auc_interval(labels, scores, resamples=500, seed=3)
+    auc = binary_metrics(labels, scores, 0.5)["roc_auc"]
+    assert low < auc < high and high - low > 0.05
+    assert bootstrap_auc_interval(labels, scores, resamples=500, seed=3) == (low, high)
+    # perfectly separated: every resample with both classes has AUC 1
+    assert bootstrap_auc_interval(LABELS, np.array([0, 0.1, 0.2, 0.7, 0.8, 0.9]), resamples=200) == (1.0, 1.0)
+    assert bootstrap_auc_interval(np.zeros(5), np.arange(5.0)) is None
+
+
+def test_bootstrap_resamples_items_not_frames() -> None:
+    """Ten identical frames per item carry no more evidence than the item: same interval."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1], 15)
+    scores = np.concatenate([rng.normal(0, 1, 15), rng.normal(0.8, 1, 15)])
+    per_item = bootstrap_auc_interval(labels, scores, resamples=300, seed=0)
+    frames = bootstrap_auc_interval(np.repeat(labels, 10), np.repeat(scores, 10),
+                                    groups=np.repeat(np.arange(30), 10), resamples=300, seed=0)
+    assert frames == pytest.approx(per_item)
+    naive = bootstrap_auc_interval(np.repeat(labels, 10), np.repeat(scores, 10), resamples=300, seed=0)
+    assert naive[1] - naive[0] < 0.6 * (per_item[1] - per_item[0])  # frames as items: falsely narrow

@@ -211,6 +211,8 @@ def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
         # every face of the 5 real files (4 photos + FRAMES video frames) and of the 2 fakes
         assert frame["count"] == 4 + FRAMES + 2 and frame["positives"] == 2
         assert frame["roc_auc"] is not None  # both classes have faces
+        low, high = frame["roc_auc_ci95"]  # bootstrap over the 7 items, not their frames
+        assert 0 <= low <= high <= 1
         assert sum(frame["confusion"].values()) == frame["count"]
     # one member with the mean combiner: the ensemble score is that member's score
     if metrics["combiner"] == "mean":
@@ -219,7 +221,7 @@ def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
     for plot in ("frame_ensemble_roc.png", "frame_ensemble_confusion.png", "frame_ensemble_hist.png"):
         image = cv2.imread(str(out / plot))
         assert image is not None and image.shape[0] > 100, plot
-    assert "| level | model | AUC |" in result.stdout
+    assert "| level | model | AUC [95 % CI] |" in result.stdout
     assert f"| frame | {MEMBER} |" in result.stdout and "| frame | ensemble |" in result.stdout
 
 

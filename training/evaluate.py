@@ -16,7 +16,7 @@ from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
 from stages.detect import DetectSettings, FaceDetector
 from stages.ensemble import EnsembleDetector
 from training.data import MediaItem, extract_all, read_dataset
-from training.metrics import binary_metrics, save_plots
+from training.metrics import binary_metrics, bootstrap_auc_interval, save_plots
 from training.train import member_logits
 
 Log = Callable[[str], None]
@@ -46,15 +46,17 @@ def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cac
     faces = extract_all(items, FaceDetector(DetectSettings(min_confidence=0.9)), cache_dir, frames_per_video)
     names = list(cfg.members) + ["ensemble"]
     frame = {n: ([], []) for n in names}
+    frame_item: list[int] = []  # which item each frame score came from: the bootstrap resamples items
     per_item = []
     for item in items:
         fs = faces.get(item.path)
         if fs is None or not len(fs):
             per_item.append({"path": str(item.path), "label": item.label, "group": item.group, "faces": 0})
             continue
-        # Crops cut as `analyze` cuts them by default (detect.crop_margin), which training also uses.
-        ens, members = _scores(model, fs.crops(DetectSettings().crop_margin, cfg.input_size))
+        # Crops cut as `analyze` cuts them by default: with the margin the detector was trained with.
+        ens, members = _scores(model, fs.crops(cfg.crop_margin, cfg.input_size))
         columns = {**{n: members[:, k] for k, n in enumerate(cfg.members)}, "ensemble": ens}
+        frame_item.extend([len(per_item)] * len(ens))
         for n in names:
             frame[n][0].extend([item.label] * len(ens))
             frame[n][1].extend(columns[n].tolist())
@@ -68,13 +70,17 @@ def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cac
     for n in names:
         labels, scores = np.array(frame[n][0]), np.array(frame[n][1])
         result["frame"][n] = binary_metrics(labels, scores, cfg.threshold)
+        result["frame"][n]["roc_auc_ci95"] = bootstrap_auc_interval(labels, scores, groups=np.array(frame_item))
         if n == "ensemble":
             save_plots(labels, scores, cfg.threshold, out_dir, "frame_ensemble")
     videos = [p for p in per_item if p["faces"] and p.get("kind") in ("video", "frames")]
+    video_labels = np.array([p["label"] for p in videos])
     for n in names:
-        result["video"][n] = {s: binary_metrics(np.array([p["label"] for p in videos]),
-                                                np.array([p[f"{n}_{s}"] for p in videos]), cfg.threshold)
-                              for s in TRACK_STRATEGIES} if videos else {}
+        result["video"][n] = {}
+        for s in TRACK_STRATEGIES if videos else ():
+            scores = np.array([p[f"{n}_{s}"] for p in videos])
+            result["video"][n][s] = {**binary_metrics(video_labels, scores, cfg.threshold),
+                                     "roc_auc_ci95": bootstrap_auc_interval(video_labels, scores)}
     if videos:
         save_plots(np.array([p["label"] for p in videos]), np.array([p["ensemble_confident"] for p in videos]),
                    cfg.threshold, out_dir, "video_ensemble")
@@ -92,11 +98,13 @@ def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cac
 
 def summary_lines(result: dict) -> list[str]:
     """A compact table for the terminal and the model card."""
-    lines = ["| level | model | AUC | accuracy | precision | recall | F1 | ECE | n |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| level | model | AUC [95 % CI] | accuracy | precision | recall | F1 | ECE | n |", "|---|---|---|---|---|---|---|---|---|"]
 
     def row(level: str, name: str, m: dict) -> str:
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        return (f"| {level} | {name} | {fmt(m['roc_auc'])} | {fmt(m['accuracy'])} | {fmt(m['precision'])} | "
+        ci = m.get("roc_auc_ci95")
+        auc = fmt(m["roc_auc"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        return (f"| {level} | {name} | {auc} | {fmt(m['accuracy'])} | {fmt(m['precision'])} | "
                 f"{fmt(m['recall'])} | {fmt(m['f1'])} | {fmt(m['ece'])} | {m['count']} |")
 
     for name, m in result["frame"].items():

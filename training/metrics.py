@@ -65,6 +65,32 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     }
 
 
+def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
+                           resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the ROC AUC, resampling whole groups with replacement.
+
+    `groups` names the item each sample comes from (e.g. the video of each frame): frames of one
+    video are not independent, so resampling frames one by one would give a falsely narrow
+    interval. Without groups every sample is its own item. Resamples that lack a class are
+    skipped. None when the data have only one class.
+    """
+    labels, scores = _as_arrays(labels, scores)
+    if np.unique(labels).size != 2:
+        return None
+    groups = np.arange(labels.size) if groups is None else np.asarray(groups).ravel()
+    names, index = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(index == g) for g in range(names.size)]
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        take = np.concatenate([members[g] for g in rng.integers(0, names.size, names.size)])
+        if np.unique(labels[take]).size == 2:
+            aucs.append(roc_auc_score(labels[take], scores[take]))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(aucs, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """Threshold maximising Youden's J = TPR - FPR over the ROC curve's thresholds.
 

@@ -275,7 +275,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     report: dict = {"config": asdict(cfg), "faces": {"train": len(train_pool), "holdout": len(held_pool),
                     "train_identities": len(train_pool.identities), "holdout_identities": len(held_pool.identities)},
                     "members": {}}
-    detector_cfg = DetectorConfig(members=list(cfg.members), input_size=cfg.input_size, mean=MEAN, std=STD,
+    detector_cfg = DetectorConfig(members=list(cfg.members), input_size=cfg.input_size, crop_margin=cfg.crop_margin, mean=MEAN, std=STD,
                                   drop_rate=cfg.drop_rate, version=cfg.version, trained=True)
     ensemble = EnsembleDetector(detector_cfg)
     train_set = None
