@@ -39,7 +39,7 @@ def test_shipped_detector_is_complete_and_small(shipped):
 
 def test_self_blended_fakes_of_an_unseen_face_score_above_the_real_face(shipped):
     rng = np.random.default_rng(0)
-    pairs = [sbi_pair_crops(data.astronaut(), BOX, LANDMARKS, rng, margin=0.3, size=224) for _ in range(16)]
+    pairs = [sbi_pair_crops(data.astronaut(), BOX, LANDMARKS, rng, margin=shipped.config.crop_margin, size=224) for _ in range(16)]
     classifier = CropClassifier(shipped, torch.device("cpu"))
     real = classifier.score(np.stack([p[0] for p in pairs])).ensemble
     fake = classifier.score(np.stack([p[1] for p in pairs])).ensemble
