@@ -38,6 +38,11 @@ def _scores(model: EnsembleDetector, crops: np.ndarray) -> tuple[np.ndarray, np.
     return ens, 1 / (1 + np.exp(-logits))
 
 
+def _metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray | None = None) -> dict:
+    """binary_metrics plus the AUC's bootstrap interval (resampling `groups`: the items frames came from)."""
+    return {**binary_metrics(labels, scores, threshold), "roc_auc_ci95": bootstrap_auc_interval(labels, scores, groups)}
+
+
 def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cache_dir: Path,
              frames_per_video: int = 16, log: Log = print) -> dict:
     """Metrics JSON (also written to out_dir/metrics.json) and PNG plots."""
@@ -67,23 +72,20 @@ def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cac
     result: dict = {"threshold": cfg.threshold, "combiner": cfg.combiner, "items": len(items),
                     "items_without_faces": sum(1 for p in per_item if not p["faces"]), "frame": {}, "video": {},
                     "groups": {}}
+    frame_groups = np.array(frame_item)
     for n in names:
         labels, scores = np.array(frame[n][0]), np.array(frame[n][1])
-        result["frame"][n] = binary_metrics(labels, scores, cfg.threshold)
-        result["frame"][n]["roc_auc_ci95"] = bootstrap_auc_interval(labels, scores, groups=np.array(frame_item))
+        result["frame"][n] = _metrics(labels, scores, cfg.threshold, frame_groups)
         if n == "ensemble":
             save_plots(labels, scores, cfg.threshold, out_dir, "frame_ensemble")
     videos = [p for p in per_item if p["faces"] and p.get("kind") in ("video", "frames")]
     video_labels = np.array([p["label"] for p in videos])
     for n in names:
-        result["video"][n] = {}
-        for s in TRACK_STRATEGIES if videos else ():
-            scores = np.array([p[f"{n}_{s}"] for p in videos])
-            result["video"][n][s] = {**binary_metrics(video_labels, scores, cfg.threshold),
-                                     "roc_auc_ci95": bootstrap_auc_interval(video_labels, scores)}
+        result["video"][n] = {s: _metrics(video_labels, np.array([p[f"{n}_{s}"] for p in videos]), cfg.threshold)
+                              for s in TRACK_STRATEGIES} if videos else {}
     if videos:
-        save_plots(np.array([p["label"] for p in videos]), np.array([p["ensemble_confident"] for p in videos]),
-                   cfg.threshold, out_dir, "video_ensemble")
+        save_plots(video_labels, np.array([p["ensemble_confident"] for p in videos]), cfg.threshold, out_dir,
+                   "video_ensemble")
     for group in sorted({p["group"] for p in per_item}):
         rows = [p for p in per_item if p["group"] == group and p["faces"]]
         if rows:
