@@ -5,7 +5,8 @@ Why a process and not a thread: a decoder that hangs or segfaults on a hostile f
 the daemon with it, and a thread cannot be killed. A fresh process per file would reload the
 model (~4 s) each time, so the child lives until a per-file timeout or a crash, when it is killed
 and restarted (the only time the model is reloaded). It dies with the daemon (PR_SET_PDEATHSIG),
-so a `kill -9` of the daemon leaves no orphan writing into OUT.
+so a `kill -9` of the daemon leaves no orphan writing into OUT; every child is started from one
+long-lived thread (`_spawn`) for the reason given there.
 """
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.report import ModelInfo
+
+if TYPE_CHECKING:
+    from pipeline.config import AnalysisConfig
 
 READY_TIMEOUT_S = 600.0   # model load in a fresh analysis process
 
@@ -36,7 +46,8 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _analysis_process(conn, config, render: bool, threads: int, parent_pid: int, debug: bool) -> None:
+def _analysis_process(conn: Connection, config: AnalysisConfig, render: bool, threads: int, parent_pid: int,
+                      debug: bool) -> None:
     """Child process: load the model once, then analyse each path it is sent."""
     # Ctrl-C in a terminal and systemd's SIGTERM reach the whole process group; the daemon decides
     # when this process stops (it finishes or abandons the current file first).
@@ -76,90 +87,157 @@ class WorkerStartError(Exception):
     pass
 
 
-class AnalysisProcess:
-    """Supervises one long-lived analysis child (see the module docstring for why)."""
+# Linux sends the parent-death signal when the *thread* that forked the child exits, not when the
+# process does. A child's life must not depend on which thread happened to start it (the main
+# thread at start-up, a worker thread after a timeout or a crash), so every child is forked by
+# this one thread, which lives exactly as long as the daemon process. The alternative, a child
+# polling os.getppid(), was not taken: a child hung in a decoder (C code holding the GIL) never
+# gets to poll and would outlive a `kill -9` of the daemon; the kernel's signal always arrives.
+_spawn_requests: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]] = queue.SimpleQueue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
 
-    def __init__(self, config, render: bool, threads: int, name: str, debug: bool = False):
+
+def _spawner_loop() -> None:
+    while True:
+        start, done = _spawn_requests.get()
+        try:
+            start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that asked
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+
+def _spawn(start: Callable[[], None]) -> None:
+    """Run `start` (which forks) on the long-lived spawner thread; re-raise what it raises."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            # daemon: never joined, it ends only with the process, which is the point
+            _spawner = threading.Thread(target=_spawner_loop, name="analysis-spawner", daemon=True)
+            _spawner.start()
+    done: Future[None] = Future()
+    _spawn_requests.put((start, done))
+    done.result()
+
+
+class AnalysisProcess:
+    """Supervises one long-lived analysis child (see the module docstring for why).
+
+    The worker thread that owns an instance is its only regular user; the daemon calls `close()`
+    from its own thread at shutdown. A lock makes `close()` wait for the call in progress (which
+    returns within the stop grace), and a closed instance refuses all further work, so a worker
+    that is still running when the daemon stops can never use or restart a stopped child."""
+
+    def __init__(self, config: AnalysisConfig, render: bool, threads: int, name: str, debug: bool = False):
         self.config, self.render, self.threads, self.name, self.debug = config, render, threads, name, debug
         self._ctx = multiprocessing.get_context("spawn")   # no fork after threads were started
-        self.proc = None
-        self.conn = None
+        self.proc: BaseProcess | None = None
+        self.conn: Connection | None = None
         self.model_info: ModelInfo | None = None
         self.threshold: float | None = None
+        self._lock = threading.RLock()   # reentrant: restart() calls kill(), start(), wait_ready()
+        self._closed = False
 
     def start(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        self.proc = self._ctx.Process(target=_analysis_process, name=f"deepfake-detect {self.name}", daemon=True,
-                                      args=(child_conn, self.config, self.render, self.threads, os.getpid(), self.debug))
-        self.proc.start()
-        child_conn.close()
-        self.conn = parent_conn
+        with self._lock:
+            if self._closed:
+                raise WorkerStartError(f"{self.name} is closed: the daemon is stopping")
+            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+            proc = self._ctx.Process(target=_analysis_process, name=f"deepfake-detect {self.name}", daemon=True,
+                                     args=(child_conn, self.config, self.render, self.threads, os.getpid(),
+                                           self.debug))
+            try:
+                _spawn(proc.start)
+            finally:
+                child_conn.close()
+            self.proc, self.conn = proc, parent_conn
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.conn.poll(0.2):
-                try:
-                    kind, payload = self.conn.recv()
-                except (EOFError, OSError):
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S, stop: threading.Event | None = None) -> None:
+        """Wait for the model to load; a set `stop` gives up early (a model load must not hold up
+        the daemon's shutdown)."""
+        with self._lock:
+            if self.proc is None or self.conn is None:
+                raise WorkerStartError(f"{self.name} is not running")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    self.kill()
+                    raise WorkerStartError("stopped while the analysis process was loading the model")
+                if self.conn.poll(0.2):
+                    try:
+                        kind, payload = self.conn.recv()
+                    except (EOFError, OSError):
+                        break
+                    if kind == "ready":
+                        self.model_info, self.threshold = payload
+                        return
+                    self.kill()
+                    raise WorkerStartError(payload)
+                if not self.proc.is_alive():
                     break
-                if kind == "ready":
-                    self.model_info, self.threshold = payload
-                    return
-                self.kill()
-                raise WorkerStartError(payload)
-            if not self.proc.is_alive():
-                break
-        code = self.proc.exitcode if self.proc else None
-        self.kill()
-        raise WorkerStartError(f"the analysis process did not start (exit code {code})")
+            code = self.proc.exitcode
+            self.kill()
+            raise WorkerStartError(f"the analysis process did not start (exit code {code})")
 
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-        self.wait_ready()
+    def restart(self, stop: threading.Event | None = None) -> None:
+        with self._lock:
+            self.kill()
+            self.start()
+            self.wait_ready(stop=stop)
 
-    def analyze(self, path: Path, out_dir: Path, timeout: float, stop: threading.Event, grace: float,
-                hurry: threading.Event):
+    def analyze(self, path: Path, out_dir: Path | None, timeout: float, stop: threading.Event, grace: float,
+                hurry: threading.Event) -> tuple[str, Any]:
         """-> ("report", report) | ("error", message) | ("timeout", seconds) | ("crashed", exit code) |
         ("abandoned", None): stop was requested and the file did not finish within `grace` (or a
-        second signal set `hurry`)."""
-        try:
-            self.conn.send((path, out_dir))
-        except (OSError, EOFError):
-            return "crashed", self.proc.exitcode
-        started = time.monotonic()
-        stop_seen: float | None = None
-        while True:
-            if self.conn.poll(0.1):
-                try:
-                    return self.conn.recv()
-                except (EOFError, OSError):
-                    self.proc.join(2)
-                    return "crashed", self.proc.exitcode
-            if not self.proc.is_alive():
+        second signal set `hurry`), or the process was closed by the daemon's shutdown."""
+        with self._lock:
+            if self._closed:
+                return "abandoned", None
+            if self.proc is None or self.conn is None:
+                return "crashed", None   # killed after a timeout and not restarted
+            try:
+                self.conn.send((path, out_dir))
+            except (OSError, EOFError):
                 return "crashed", self.proc.exitcode
-            now = time.monotonic()
-            if now - started > timeout:
-                self.kill()
-                return "timeout", timeout
-            if stop.is_set():
-                stop_seen = stop_seen or now
-                if now - stop_seen > grace or hurry.is_set():
+            started = time.monotonic()
+            stop_seen: float | None = None
+            while True:
+                if self.conn.poll(0.1):
+                    try:
+                        result: tuple[str, Any] = self.conn.recv()
+                        return result
+                    except (EOFError, OSError):
+                        self.proc.join(2)
+                        return "crashed", self.proc.exitcode
+                if not self.proc.is_alive():
+                    return "crashed", self.proc.exitcode
+                now = time.monotonic()
+                if now - started > timeout:
                     self.kill()
-                    return "abandoned", None
+                    return "timeout", timeout
+                if stop.is_set():
+                    stop_seen = stop_seen or now
+                    if now - stop_seen > grace or hurry.is_set():
+                        self.kill()
+                        return "abandoned", None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(10)
-        if self.conn is not None:
-            self.conn.close()
-        self.proc = self.conn = None
+        with self._lock:
+            if self.proc is not None and self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(10)
+            if self.conn is not None:
+                self.conn.close()
+            self.proc = self.conn = None
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            with contextlib.suppress(OSError, EOFError):
-                self.conn.send(None)
-            self.proc.join(5)
-        self.kill()
+        """Stop the child for good (idempotent); waits for a call in progress on another thread."""
+        with self._lock:
+            self._closed = True
+            if self.proc is not None and self.conn is not None and self.proc.is_alive():
+                with contextlib.suppress(OSError, EOFError):
+                    self.conn.send(None)
+                self.proc.join(5)
+            self.kill()

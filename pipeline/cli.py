@@ -1,70 +1,19 @@
-"""The `deepfake-detect` command line (click). Sub-commands live beside their code and register here."""
+"""The `deepfake-detect` command line (click): the group, and every command registered in one place.
+
+Each command lives beside its code and imports only `pipeline.cli_common`; heavy libraries (torch,
+timm, OpenCV) load inside the commands, so `--help` stays fast.
+"""
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import click
 
 from pipeline import __version__
-from pipeline.config import AnalysisConfig, ConfigError, load_config, parse_set_option
-from pipeline.report import AnalysisReport, InputInfo
-from pipeline.writers import CsvLogWriter, JsonReportWriter, report_json
-
-# Exit codes, most important first: a fake found is never hidden by another input's failure.
-EXIT_REAL, EXIT_FAKE, EXIT_FAILED, EXIT_UNSURE = 0, 1, 2, 3
-
-
-def exit_code(reports: list[AnalysisReport]) -> int:
-    verdicts = {r.verdict for r in reports}
-    if "fake" in verdicts:
-        return EXIT_FAKE
-    if "error" in verdicts or not reports:
-        return EXIT_FAILED
-    if verdicts & {"inconclusive", "no_face"}:
-        return EXIT_UNSURE
-    return EXIT_REAL
-
-
-def fail(message: str) -> None:
-    """One clean line on stderr and exit 2: for problems that stop the whole command."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_FAILED)
-
-
-def build_config(config_file: str | None, sets: tuple[str, ...], **options) -> AnalysisConfig:
-    try:
-        overrides = parse_set_option(sets)
-        overrides.update({k: v for k, v in options.items() if v is not None})
-        return load_config(config_file, overrides)
-    except ConfigError as exc:
-        fail(str(exc))
-        raise  # unreachable; keeps type checkers content
-
-
-def _sampling_overrides(frames: int | None, fps: float | None, every: int | None) -> dict:
-    chosen = [(m, v) for m, v in (("count", frames), ("fps", fps), ("every", every)) if v is not None]
-    if len(chosen) > 1:
-        fail("use only one of --frames, --fps, --every")
-    if not chosen:
-        return {}
-    mode, value = chosen[0]
-    if value <= 0:
-        fail(f"--{ {'count': 'frames'}.get(mode, mode)} must be positive")
-    return {"sampling.mode": mode, "sampling.value": value}
-
-
-def summary_table(reports: list[AnalysisReport]) -> str:
-    rows = [("VERDICT", "SCORE", "FAKE%", "PEOPLE", "FRAMES", "SECONDS", "INPUT")]
-    for r in reports:
-        people = sum(1 for t in r.tracks if t.counted)
-        detail = r.input.path if not r.errors else f"{r.input.path}  ({r.errors[0]})"
-        rows.append((r.verdict, "-" if r.score is None else f"{r.score:.3f}",
-                     "-" if r.fake_percentage is None else f"{r.fake_percentage:.0f}",
-                     str(people), str(r.frames_analysed), f"{r.timings.get('total_s', 0):.1f}", detail))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6] for row in rows)
+from pipeline.analyze_command import analyze, info, sample
+from pipeline.bench import bench
+from pipeline.training_commands import evaluate, train
+from pipeline.watch_command import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -75,158 +24,5 @@ def main(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def analysis_options(func):
-    """Options shared by every command that analyses media."""
-    options = [
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings (see configs/default.yaml)."),
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one setting, e.g. --set detect.min_confidence=0.9."),
-        click.option("--frames", type=int, help="Analyse N frames spread over each video (default 32)."),
-        click.option("--fps", type=float, help="Analyse F frames per second instead."),
-        click.option("--every", type=int, help="Analyse every N-th frame instead."),
-        click.option("--threshold", type=float, help="Fake threshold (default: the detector's own)."),
-        click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
-        click.option("--weights", type=click.Path(file_okay=False), help="Detector folder (default: weights/)."),
-        click.option("--batch-size", type=int, help="Face crops per forward pass."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def config_from_options(config_file, sets, frames, fps, every, threshold, device, weights, batch_size, **extra) -> AnalysisConfig:
-    overrides = {"aggregate.threshold": threshold, "device": device, "weights": weights, "batch_size": batch_size,
-                 **_sampling_overrides(frames, fps, every), **extra}
-    return build_config(config_file, sets, **overrides)
-
-
-def make_analyzer(config: AnalysisConfig):
-    from pipeline.runner import Analyzer
-    from stages.ensemble import DetectorError
-
-    try:
-        return Analyzer(config)
-    except (DetectorError, ValueError) as exc:
-        fail(str(exc))
-
-
-@main.command()
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write a JSON report per input (and results.csv) here.")
-@click.option("--json", "as_json", is_flag=True, help="Print each report as JSON on stdout (one document per line).")
-@click.option("--render/--no-render", default=None, help="Annotated video and keyframe images (default: on for a single input with --out).")
-@click.option("--render-scale", type=float, help="Size of the annotated video relative to the input.")
-@analysis_options
-def analyze(paths, out_dir, as_json, render, render_scale, **options) -> None:
-    """Analyse videos and photos: PATHS are files, folders (searched recursively) or glob patterns.
-
-    Exit status: 0 all real, 1 at least one fake, 2 at least one input failed (and none fake),
-    3 otherwise when an input was inconclusive or had no face.
-    """
-    from tqdm import tqdm
-
-    from pipeline.inputs import expand_inputs
-
-    render_mode = None if render is None else ("on" if render else "off")
-    config = config_from_options(**options, **{"render.enabled": render_mode, "render.scale": render_scale})
-    inputs = expand_inputs(paths)
-    analyzer = make_analyzer(config)
-    out = Path(out_dir) if out_dir else None
-    if out is not None:
-        from pipeline.outputs import build_output_writers
-
-        analyzer.outputs = build_output_writers(config.render, n_inputs=len(inputs.files))
-    json_writer = JsonReportWriter(out) if out else None
-    csv_writer = CsvLogWriter(out / "results.csv") if out else None
-
-    reports = [AnalysisReport(input=InputInfo(path=item), verdict="error", errors=[why]) for item, why in inputs.problems]
-    for report in reports:
-        click.echo(f"error: {report.input.path}: {report.errors[0]}", err=True)
-    bar = tqdm(inputs.files, unit="file", disable=None, file=sys.stderr, dynamic_ncols=True)
-    for path in bar:
-        bar.set_postfix_str(path.name[-40:])
-        report = analyzer.analyze(path, out_dir=out)
-        reports.append(report)
-        if report.errors:
-            tqdm.write(f"error: {path}: {report.errors[0]}", file=sys.stderr)
-        if json_writer:
-            report.outputs["report"] = str(json_writer.path_for(report))
-            report_path = json_writer.write(report)
-            csv_writer.write(report, report_path)
-        if as_json:
-            click.echo(report_json(report).replace("\n", "") if len(inputs.files) > 1 else report_json(report), nl=False)
-            if len(inputs.files) > 1:
-                click.echo()
-    click.echo(summary_table(reports), err=as_json)
-    sys.exit(exit_code(reports))
-
-
-@main.command()
-@click.option("--weights", type=click.Path(file_okay=False), help="Detector folder (default: weights/).")
-@click.option("--device", default="auto", help="Device to report on.")
-def info(weights: str | None, device: str) -> None:
-    """Versions, compute device and the installed detector."""
-    import platform
-
-    import cv2
-    import decord
-    import timm
-    import torch
-
-    from pipeline.config import DEFAULT_WEIGHTS
-    from stages.classify import pick_device
-    from stages.ensemble import WEIGHTS_FILE, DetectorError, file_sha256, load_detector_config
-
-    click.echo(f"deepfake-detect {__version__} (python {platform.python_version()})")
-    click.echo(f"torch {torch.__version__}, timm {timm.__version__}, opencv {cv2.__version__}, decord {decord.__version__}")
-    try:
-        dev = pick_device(device)
-    except ValueError as exc:
-        fail(str(exc))
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    click.echo(f"device: {dev} ({name}), {torch.get_num_threads()} CPU threads")
-    folder = Path(weights or DEFAULT_WEIGHTS)
-    try:
-        cfg = load_detector_config(folder)
-    except DetectorError as exc:
-        click.echo(f"detector: none ({exc})")
-        return
-    actual = file_sha256(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else "missing"
-    status = "ok" if actual == cfg.sha256 else f"MISMATCH (file {actual})"
-    click.echo(f"detector: {cfg.name} {cfg.version} in {folder}")
-    click.echo(f"  members: {', '.join(cfg.members)}; combiner: {cfg.combiner}; threshold: {cfg.threshold}; "
-               f"input {cfg.input_size}px, crop margin {cfg.crop_margin}; trained: {cfg.trained}")
-    click.echo(f"  sha256: {cfg.sha256} [{status}]")
-
-
-@main.command()
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--seconds", default=6.0, show_default=True, help="Length of the clip.")
-@click.option("--faces", default=1, type=click.IntRange(0, 2), show_default=True, help="People in the clip.")
-@click.option("--size", default="640x360", show_default=True, help="WIDTHxHEIGHT.")
-@click.option("--audio/--no-audio", default=True, show_default=True, help="Add a test tone.")
-def sample(path: str, seconds: float, faces: int, size: str, audio: bool) -> None:
-    """Make a sample clip with a moving face (or a photo, by suffix) to try the detector on."""
-    from pipeline.samples import make_sample_photo, make_sample_video
-    from stages.decode import IMAGE_SUFFIXES
-
-    try:
-        width, height = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        fail(f"--size must look like 640x360, got {size!r}")
-    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-        make_sample_photo(path, (width, height), faces)
-    else:
-        make_sample_video(path, seconds, 25.0, (width, height), faces, audio)
-    click.echo(path)
-
-
-def _register_subcommands() -> None:
-    from pipeline.bench import bench
-    from pipeline.training_commands import evaluate, train
-
-    for command in (bench, train, evaluate):
-        main.add_command(command)
-    from pipeline.watch import watch; main.add_command(watch)
-
-
-_register_subcommands()
+for _command in (analyze, info, sample, watch, train, evaluate, bench):
+    main.add_command(_command)

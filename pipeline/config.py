@@ -10,9 +10,10 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from annotated_types import Ge, Interval
 
 from stages.aggregate import AggregateSettings
 from stages.decode import DecodeLimits, Sampling
@@ -24,17 +25,17 @@ DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 DEFAULT_WEIGHTS = PROJECT_ROOT / "weights"
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A configuration file or override is wrong; message is for the user."""
 
 
 @dataclass(frozen=True)
 class RenderSettings:
-    enabled: str = "auto"        # auto: render when one input is analysed; "on" / "off"
-    scale: float = 1.0           # output size relative to the input
+    enabled: Literal["auto", "on", "off"] = "auto"  # auto: render when one input is analysed
+    scale: Annotated[float, Interval(gt=0, le=4)] = 1.0  # output size relative to the input
     keyframe_images: bool = True
     explain_all_frames: bool = False
-    heatmap_alpha: float = 0.45
+    heatmap_alpha: Annotated[float, Interval(ge=0, le=1)] = 0.45
 
 
 @dataclass(frozen=True)
@@ -46,29 +47,49 @@ class AnalysisConfig:
     aggregate: AggregateSettings = AggregateSettings()
     render: RenderSettings = RenderSettings()
     device: str = "auto"
-    batch_size: int = 64         # face crops per forward pass
-    chunk_size: int = 16         # frames decoded per chunk (memory is bounded by this)
+    batch_size: Annotated[int, Ge(1)] = 64   # face crops per forward pass
+    chunk_size: Annotated[int, Ge(1)] = 16   # frames decoded per chunk (memory is bounded by this)
     weights: str = str(DEFAULT_WEIGHTS)
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Instantiate a (nested) dataclass from a mapping, rejecting unknown keys."""
+def _unknown_keys(cls: type, data: Any, where: str) -> None:
+    """Refuse keys a settings dataclass does not have (pydantic ignores them on plain dataclasses)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        return
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    kwargs = {}
     for key, value in data.items():
-        if key not in hints:
-            raise ConfigError(f"unknown setting {where + key!r}; known: {', '.join(hints)}")
+        if key not in fields:
+            raise ConfigError(f"unknown setting {where + str(key)!r}; known: {', '.join(fields)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{where}{key}.")
-        else:
-            kwargs[key] = tuple(value) if isinstance(value, list) else value
+            _unknown_keys(hint, value, f"{where}{key}.")  # type: ignore[arg-type]
+        elif typing.get_origin(hint) is dict and isinstance(value, dict):
+            inner = typing.get_args(hint)[1]
+            if dataclasses.is_dataclass(inner):
+                for name, item in value.items():
+                    _unknown_keys(inner, item, f"{where}{key}.{name}.")  # type: ignore[arg-type]
+
+
+T = TypeVar("T")
+
+
+def load_settings(cls: type[T], data: dict[str, Any], what: str = "setting") -> T:
+    """Build a (nested) settings dataclass from a mapping, checking every value's type, range and
+    choices (pydantic, from the dataclasses' annotations); the first problem is one ConfigError line
+    naming its key. The one loader for analysis settings and training recipes."""
+    from pydantic import TypeAdapter, ValidationError
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}s must be a mapping, got {type(data).__name__}")
+    _unknown_keys(cls, data, "")
     try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-", "union[")))
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{what} {key or '(top level)'}: {first['msg']}, got {first.get('input')!r}{more}") from None
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -106,7 +127,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = _merge(data, read_yaml(Path(path)))
     if overrides:
         data = _merge(data, _dotted({k: v for k, v in overrides.items() if v is not None}))
-    return _build(AnalysisConfig, data, "")
+    return load_settings(AnalysisConfig, data)
 
 
 def parse_set_option(items: tuple[str, ...]) -> dict[str, Any]:
@@ -118,7 +139,3 @@ def parse_set_option(items: tuple[str, ...]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(raw)
     return out
-
-
-def config_as_dict(config: AnalysisConfig) -> dict:
-    return dataclasses.asdict(config)

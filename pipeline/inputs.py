@@ -1,4 +1,10 @@
-"""Turn the paths a user typed (files, folders, globs) into the media files to analyse."""
+"""Turn the paths a user typed (files, folders, globs) into the media files to analyse.
+
+In a folder, a file is taken when its suffix is a media suffix (any case), or when it has no
+suffix and its content is an image or a video (camera dumps, exported files without a name
+extension). Other files in a folder are left alone; a file named explicitly is always tried and
+fails on its own with a one-line reason.
+"""
 from __future__ import annotations
 
 import glob
@@ -6,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.decode import MEDIA_SUFFIXES
+from stages.media_sniff import sniff
 
 
 @dataclass
@@ -14,10 +21,21 @@ class InputList:
     problems: list[tuple[str, str]] = field(default_factory=list)   # (what the user typed, why it gave nothing)
 
 
+def _looks_like_media(path: Path) -> bool:
+    if path.suffix.lower() in MEDIA_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        return sniff(path).kind in ("image", "video")
+    except OSError:
+        return False
+
+
 def _media_in(folder: Path) -> list[Path]:
     # sorted for a stable order; hidden files are skipped (partial downloads, editor droppings)
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+                  if p.is_file() and not p.name.startswith(".") and _looks_like_media(p))
 
 
 def expand_inputs(items: list[str] | tuple[str, ...]) -> InputList:

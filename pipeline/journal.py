@@ -93,7 +93,7 @@ class Entry:
     finished_at: float | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Entry":
+    def from_row(cls, row: sqlite3.Row) -> Entry:
         data = dict(row)
         for key in ("path", "report_path", "out_dir", "dest_path"):
             data[key] = _p(data[key])
@@ -160,7 +160,11 @@ class Journal:
         with self._lock:
             cur = self._exec("INSERT INTO inputs (path, sha256, size, mtime_ns, state, refusal, discovered_at) "
                              "VALUES (?, ?, ?, ?, 'queued', ?, ?)", (_b(path), sha256, size, mtime_ns, refusal, time.time()))
-            return self.get(cur.lastrowid)
+            row_id = cur.lastrowid
+            assert row_id is not None  # an INSERT always sets lastrowid
+            entry = self.get(row_id)
+            assert entry is not None  # inserted just now, under the lock
+            return entry
 
     def touch(self, entry_id: int, size: int, mtime_ns: int) -> None:
         """Same content seen with a new mtime (e.g. `touch`): remember it so rescans stay cheap."""
@@ -195,7 +199,7 @@ class Journal:
     def set_dest(self, entry_id: int, dest_path: Path | None) -> None:
         self._exec("UPDATE inputs SET dest_path = ? WHERE id = ?", (_b(dest_path), entry_id))
 
-    def set_phase(self, entry_id: int, phase: str, verdict: str | None = None, created: str | None = None,
+    def set_phase(self, entry_id: int, phase: str | None, verdict: str | None = None, created: str | None = None,
                   reason: str | None = None, reused_from: int | None = None) -> None:
         self._exec("UPDATE inputs SET phase = ?, verdict = COALESCE(?, verdict), created = COALESCE(?, created), "
                    "reason = COALESCE(?, reason), reused_from = COALESCE(?, reused_from) WHERE id = ?",

@@ -1,29 +1,99 @@
 """Output writers that run after the verdict: keyframe images and the annotated video (or photo).
 
-Both re-read only the frames they need from the input (`context.reader.read`), cut the faces the
-way the classifier saw them, and explain them with Grad-CAM. The Explainer is built once per
-Analyzer and shared by the writers.
+The runner explains every analysed face once (`explain_faces`, Grad-CAM) and hands all writers one
+frozen `AnalysedInput`. Each writer re-reads the frames it draws on, writes its files and returns
+{output name: path}; none of them touches the report. The runner alone records outputs, keyframe
+images and timings, so writers cannot overwrite each other's entries or explain a face twice.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import cv2
 import numpy as np
 
 from pipeline.config import RenderSettings
-from pipeline.runner import AnalysisContext, Analyzer, OutputWriter
+from pipeline.report import AnalysisReport
 from pipeline.writers import output_stem
 from stages.aggregate import FaceScore
-from stages.detect import crop_face
-from stages.explain import Explainer, Explanation
-from stages.render import (Banner, FaceSample, OverlayStyle, RenderStats, annotate_image, heatmap_strip,
-                           render_annotated_video, verdict_banner)
+from stages.crop import crop_face
+from stages.decode import MediaReader
+from stages.draw import Banner, FaceSample, OverlayStyle, annotate_image, heatmap_strip, verdict_banner
+from stages.render import RenderStats, render_annotated_video
+
+if TYPE_CHECKING:  # pytorch-grad-cam costs most of a second to import: only runs that explain pay it
+    from stages.explain import Explainer
 
 HEATMAP_STORE_SIZE = 64  # maps come from a 7x7 grid: 64 px uint8 keeps them exact at 1/12 the memory
+CHUNK_FRAMES = 16        # frames re-read at once, so memory stays flat however long the video is
+
+FaceKey = tuple[int, int]  # (frame index, track id): the tracker gives a track at most one face a frame
+
+
+def face_key(face: FaceScore) -> FaceKey:
+    return face.frame_index, face.track_id
+
+
+def all_faces(report: AnalysisReport) -> list[FaceScore]:
+    return [f for track in report.tracks for f in track.faces]
+
+
+def keyframe_name(n: int) -> str:
+    """The output name of keyframe n's image; the runner links `report.keyframes[n].image` to it."""
+    return f"keyframe_{n}"
+
+
+@dataclass(frozen=True)
+class FaceExplanation:
+    """Grad-CAM of one analysed face.
+
+    Every face keeps the small ensemble map, which is all the video draws (4 KiB). Only faces that a
+    writer shows in full (keyframe images) keep the crop and full-size maps (~0.75 MiB at 224 px
+    with two members), so a long video does not hold a full explanation per analysed frame.
+    """
+
+    heatmap: np.ndarray                 # (64, 64) uint8 ensemble map
+    crop: np.ndarray | None = None      # (S, S, 3) uint8: the classifier's crop
+    members: np.ndarray | None = None   # (M, S, S) float32 [0, 1], in `AnalysedInput.member_names` order
+    ensemble: np.ndarray | None = None  # (S, S) float32 [0, 1]
+
+    def full(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(crop, member maps, ensemble map), for faces explained in full."""
+        if self.crop is None or self.members is None or self.ensemble is None:
+            raise ValueError("face explained with the small map only: it was not in any writer's detailed_frames")
+        return self.crop, self.members, self.ensemble
+
+
+@dataclass(frozen=True)
+class AnalysedInput:
+    """All an output writer gets for one analysed input. Writers read it and return what they wrote;
+    they must not change it, nor the report inside it."""
+
+    report: AnalysisReport
+    reader: MediaReader                  # to re-read the frames a writer draws on
+    crop_margin: float                   # the crop actually used, as resolved by the face detector:
+    crop_size: int                       # heatmaps are laid back over that same square
+    member_names: tuple[str, ...]        # the detector's members, in the order of the member maps
+    sampled: tuple[int, ...]             # the analysed frame indices (the video's timeline marks them)
+    out_dir: Path
+    explanations: Mapping[FaceKey, FaceExplanation]  # one per face of `report.tracks`
+
+    def explanation(self, face: FaceScore) -> FaceExplanation:
+        return self.explanations[face_key(face)]
+
+
+class OutputWriter(Protocol):
+    timing_key: ClassVar[str]  # the report's `timings` key for this writer: fixed, not a class name
+
+    def detailed_frames(self, report: AnalysisReport) -> frozenset[int]:
+        """Frames whose faces this writer shows in full (crop and full-size maps)."""
+
+    def write(self, analysed: AnalysedInput) -> dict[str, str]:
+        """Write files for one analysed input; return {output name: path}."""
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -35,129 +105,111 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
-class ExplainerCache:
-    """One Explainer per Analyzer (the model is loaded once; so is its Grad-CAM wrapper)."""
-
-    def __init__(self) -> None:
-        self._analyzer: Analyzer | None = None
-        self._explainer: Explainer | None = None
-
-    def get(self, analyzer: Analyzer) -> Explainer:
-        if self._analyzer is not analyzer or self._explainer is None:
-            self._explainer = Explainer(analyzer.model, analyzer.device, batch_size=min(analyzer.config.batch_size, 32))
-            self._analyzer = analyzer
-        return self._explainer
-
-
-@dataclass
-class ExplainedFace:
-    face: FaceScore
-    crop: np.ndarray          # (S, S, 3) uint8
-    members: np.ndarray       # (M, S, S) float
-    ensemble: np.ndarray      # (S, S) float
-    frame: np.ndarray | None  # the full frame, only when asked for
-
-
-def explain_faces(context: AnalysisContext, explainer: Explainer, faces: list[FaceScore],
-                  keep_frames: bool = False, chunk_frames: int = 16) -> Iterator[ExplainedFace]:
-    """Re-read the frames of `faces` a chunk at a time, crop as the classifier did, and explain.
-
-    Only one chunk of frames and crops is alive at a time, so memory does not grow with the video.
-    """
-    detect = context.analyzer.face_detector.settings  # the margin actually used, resolved from the detector
-    by_frame: dict[int, list[FaceScore]] = {}
-    for face in faces:
-        by_frame.setdefault(face.frame_index, []).append(face)
-    order = sorted(by_frame)
-    for start in range(0, len(order), chunk_frames):
-        indices = order[start:start + chunk_frames]
-        frames = context.reader.read(np.asarray(indices))
-        pairs = [(frame, face) for idx, frame in zip(indices, frames) for face in by_frame[idx]]
-        crops = np.stack([crop_face(frame, np.asarray(face.box, np.float32), detect.crop_margin, detect.crop_size)
-                          for frame, face in pairs])
-        maps: Explanation = explainer.explain(crops)
-        for k, (frame, face) in enumerate(pairs):
-            yield ExplainedFace(face, crops[k], maps.members[k], maps.ensemble[k], frame if keep_frames else None)
-
-
-def _style(context: AnalysisContext, settings: RenderSettings) -> OverlayStyle:
-    return OverlayStyle(crop_margin=context.analyzer.face_detector.settings.crop_margin, heatmap_alpha=settings.heatmap_alpha,
-                        threshold=float(context.report.threshold if context.report.threshold is not None else 0.5))
-
-
-def _banner(context: AnalysisContext) -> Banner:
-    r = context.report
-    return verdict_banner(r.verdict, r.score, r.fake_percentage)
-
-
-def _all_faces(context: AnalysisContext) -> list[FaceScore]:
-    return [f for track in context.report.tracks for f in track.faces]
+def _frames_in_chunks(reader: MediaReader, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, frame) for sorted `indices`, read CHUNK_FRAMES at a time."""
+    for start in range(0, len(indices), CHUNK_FRAMES):
+        chunk = list(indices[start:start + CHUNK_FRAMES])
+        yield from zip(chunk, reader.read(np.asarray(chunk)))
 
 
 def _small_map(heatmap: np.ndarray) -> np.ndarray:
     small = cv2.resize(heatmap, (HEATMAP_STORE_SIZE, HEATMAP_STORE_SIZE), interpolation=cv2.INTER_AREA)
-    return np.uint8(np.clip(small, 0, 1) * 255)
+    return (np.clip(small, 0, 1) * 255).astype(np.uint8)
+
+
+def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[FaceScore], crop_margin: float,
+                  crop_size: int, detailed_frames: Set[int] = frozenset()) -> dict[FaceKey, FaceExplanation]:
+    """Grad-CAM for every face, once: re-read its frame, crop it as the classifier did, explain.
+
+    Crops are explained a chunk of frames at a time. Faces in `detailed_frames` keep their crop and
+    full-size maps, copied out of the chunk's arrays so that those can go with the chunk.
+    """
+    by_frame: dict[int, list[FaceScore]] = {}
+    for face in faces:
+        by_frame.setdefault(face.frame_index, []).append(face)
+    order = sorted(by_frame)
+    out: dict[FaceKey, FaceExplanation] = {}
+    for start in range(0, len(order), CHUNK_FRAMES):
+        pairs = [(frame, face) for idx, frame in _frames_in_chunks(reader, order[start:start + CHUNK_FRAMES])
+                 for face in by_frame[idx]]
+        crops = np.stack([crop_face(frame, np.asarray(face.box, np.float32), crop_margin, crop_size)
+                          for frame, face in pairs])
+        maps = explainer.explain(crops)
+        for k, (_, face) in enumerate(pairs):
+            small = _small_map(maps.ensemble[k])
+            if face.frame_index in detailed_frames:
+                out[face_key(face)] = FaceExplanation(small, crops[k].copy(), maps.members[k].copy(),
+                                                      maps.ensemble[k].copy())
+            else:
+                out[face_key(face)] = FaceExplanation(small)
+    return out
+
+
+def _style(analysed: AnalysedInput, settings: RenderSettings) -> OverlayStyle:
+    threshold = analysed.report.threshold
+    return OverlayStyle(crop_margin=analysed.crop_margin, heatmap_alpha=settings.heatmap_alpha,
+                        threshold=float(threshold if threshold is not None else 0.5))
+
+
+def _banner(report: AnalysisReport) -> Banner:
+    return verdict_banner(report.verdict, report.score, report.fake_percentage)
 
 
 class KeyframeImageWriter:
     """Per keyframe: the frame with boxes, heatmaps and scores, plus a crop | members | ensemble
     strip per face. With `explain_all_frames`, the same for every analysed frame with a face."""
 
-    def __init__(self, settings: RenderSettings, explainers: ExplainerCache | None = None):
-        self.settings = settings
-        self.explainers = explainers or ExplainerCache()
+    timing_key: ClassVar[str] = "keyframes_s"
 
-    def write(self, context: AnalysisContext) -> dict[str, str]:
-        report = context.report
-        faces = _all_faces(context)
-        keyframes = {k.frame_index: (n, k) for n, k in enumerate(report.keyframes)}
-        wanted = faces if self.settings.explain_all_frames else [f for f in faces if f.frame_index in keyframes]
-        if not wanted:
+    def __init__(self, settings: RenderSettings = RenderSettings()) -> None:
+        self.settings = settings
+
+    def detailed_frames(self, report: AnalysisReport) -> frozenset[int]:
+        if self.settings.explain_all_frames:
+            return frozenset(f.frame_index for f in all_faces(report))
+        return frozenset(k.frame_index for k in report.keyframes)
+
+    def write(self, analysed: AnalysedInput) -> dict[str, str]:
+        report = analysed.report
+        shown = self.detailed_frames(report)
+        by_frame: dict[int, list[FaceScore]] = {}
+        for face in all_faces(report):
+            if face.frame_index in shown:
+                by_frame.setdefault(face.frame_index, []).append(face)
+        if not by_frame:
             return {}
-        folder = context.out_dir / f"{output_stem(report.input.path)}.keyframes"
-        style = _style(context, self.settings)
-        names = list(context.analyzer.model.config.members)
+        folder = analysed.out_dir / f"{output_stem(report.input.path)}.keyframes"
+        keyframes = {k.frame_index: n for n, k in enumerate(report.keyframes)}
+        style = _style(analysed, self.settings)
         outputs: dict[str, str] = {}
-        t0 = time.perf_counter()
-        per_frame: dict[int, int] = {}
-        for f in wanted:
-            per_frame[f.frame_index] = per_frame.get(f.frame_index, 0) + 1
-        pending: dict[int, list[ExplainedFace]] = {}
-        for item in explain_faces(context, self.explainers.get(context.analyzer), wanted, keep_frames=True):
-            pending.setdefault(item.face.frame_index, []).append(item)
-            if len(pending[item.face.frame_index]) < per_frame[item.face.frame_index]:
-                continue  # wait until every face of this frame is explained
-            group = pending.pop(item.face.frame_index)
-            outputs.update(self._write_frame(group, keyframes, folder, style, names))
-        report.timings["explain_keyframes_s"] = time.perf_counter() - t0
+        for idx, frame in _frames_in_chunks(analysed.reader, sorted(by_frame)):
+            outputs.update(self._write_frame(analysed, frame, by_frame[idx], keyframes.get(idx), folder, style))
         if self.settings.explain_all_frames:
             outputs["explained_frames"] = str(folder)
         return outputs
 
-    def _write_frame(self, group: list[ExplainedFace], keyframes: dict, folder: Path, style: OverlayStyle,
-                     names: list[str]) -> dict[str, str]:
-        idx = group[0].face.frame_index
-        is_key = idx in keyframes
-        base = f"keyframe_{keyframes[idx][0]}" if is_key else f"frame_{idx:06d}"
-        stem = f"{base}_frame{idx:06d}" if is_key else base
-        t = group[0].face.time_s
-        caption = Banner(f"{'keyframe ' + str(keyframes[idx][0] + 1) + ' - ' if is_key else ''}"
-                         f"frame {idx}  {t:.2f} s", (255, 255, 255))
-        drawn = [(e.face.track_id, FaceSample(idx, np.asarray(e.face.box), e.face.score, e.ensemble)) for e in group]
+    def _write_frame(self, analysed: AnalysedInput, frame: np.ndarray, faces: list[FaceScore], keyframe: int | None,
+                     folder: Path, style: OverlayStyle) -> dict[str, str]:
+        """The annotated frame and one strip per face; returns the keyframe's outputs (none for other frames)."""
+        idx = faces[0].frame_index
+        base = keyframe_name(keyframe) if keyframe is not None else f"frame_{idx:06d}"
+        stem = f"{base}_frame{idx:06d}" if keyframe is not None else base
+        title = f"keyframe {keyframe + 1} - " if keyframe is not None else ""
+        caption = Banner(f"{title}frame {idx}  {faces[0].time_s:.2f} s", (255, 255, 255))
+        maps = [analysed.explanation(f).full() for f in faces]
+        drawn = [(f.track_id, FaceSample(idx, np.asarray(f.box), f.score, ensemble))
+                 for f, (_, _, ensemble) in zip(faces, maps)]
         path = folder / f"{stem}.png"
-        write_png(path, annotate_image(group[0].frame, drawn, caption, style))
-        out: dict[str, str] = {}
-        if is_key:
-            out[base] = str(path)
-            keyframes[idx][1].image = str(path)
-        for e in group:
-            strip = heatmap_strip(e.crop, e.members, e.ensemble, names,
-                                  [e.face.member_scores.get(n, float("nan")) for n in names], e.face.score,
-                                  style.heatmap_alpha)
-            strip_path = folder / f"{stem}_track{e.face.track_id}.png"
+        write_png(path, annotate_image(frame, drawn, caption, style))
+        out = {base: str(path)} if keyframe is not None else {}
+        names = list(analysed.member_names)
+        for f, (crop, members, ensemble) in zip(faces, maps):
+            strip = heatmap_strip(crop, members, ensemble, names, [f.member_scores.get(n, float("nan")) for n in names],
+                                  f.score, style.heatmap_alpha)
+            strip_path = folder / f"{stem}_track{f.track_id}.png"
             write_png(strip_path, strip)
-            if is_key:
-                out[f"{base}_track{e.face.track_id}_heatmaps"] = str(strip_path)
+            if keyframe is not None:
+                out[f"{base}_track{f.track_id}_heatmaps"] = str(strip_path)
         return out
 
 
@@ -165,53 +217,50 @@ class AnnotatedMediaWriter:
     """The annotated video (every frame, boxes, heatmaps, timeline, verdict, original audio), or the
     annotated PNG for a photo."""
 
-    def __init__(self, settings: RenderSettings, explainers: ExplainerCache | None = None):
-        self.settings = settings
-        self.explainers = explainers or ExplainerCache()
+    timing_key: ClassVar[str] = "render_s"
 
-    def write(self, context: AnalysisContext) -> dict[str, str]:
-        name, stats = self.render(context)
+    def __init__(self, settings: RenderSettings = RenderSettings()) -> None:
+        self.settings = settings
+
+    def detailed_frames(self, report: AnalysisReport) -> frozenset[int]:
+        return frozenset()  # the small maps are all that a video frame or the photo draws
+
+    def write(self, analysed: AnalysedInput) -> dict[str, str]:
+        name, stats = self.render(analysed)
         return {name: str(stats.path)}
 
-    def render(self, context: AnalysisContext) -> tuple[str, RenderStats]:
+    def render(self, analysed: AnalysedInput) -> tuple[str, RenderStats]:
         """Write the annotated file; returns its output name and how long drawing + encoding took."""
-        report, info = context.report, context.reader.info
+        report, reader = analysed.report, analysed.reader
         stem = output_stem(report.input.path)
-        style = _style(context, self.settings)
-        t0 = time.perf_counter()
-        tracks: dict[int, list[FaceSample]] = {}
-        frame0 = None
-        for e in explain_faces(context, self.explainers.get(context.analyzer), _all_faces(context),
-                               keep_frames=info.kind == "image"):
-            tracks.setdefault(e.face.track_id, []).append(
-                FaceSample(e.face.frame_index, np.asarray(e.face.box, np.float64), e.face.score,
-                           _small_map(e.ensemble)))
-            frame0 = e.frame if e.frame is not None else frame0
-        report.timings["explain_s"] = time.perf_counter() - t0
-        if info.kind == "image":
-            t1 = time.perf_counter()
-            frame = frame0 if frame0 is not None else context.reader.read(np.array([0]))[0]
-            faces = [(tid, s) for tid, samples in tracks.items() for s in samples]
-            path = context.out_dir / f"{stem}.annotated.png"
-            write_png(path, annotate_image(frame, faces, _banner(context), style))
-            return "annotated_image", RenderStats(path, 1, time.perf_counter() - t1)
-        context.out_dir.mkdir(parents=True, exist_ok=True)
-        # boxes are in the decoded frames' pixels: take their size from a decoded frame rather than
+        style = _style(analysed, self.settings)
+        samples: dict[int, list[FaceSample]] = {}
+        for face in all_faces(report):
+            samples.setdefault(face.track_id, []).append(FaceSample(
+                face.frame_index, np.asarray(face.box, np.float64), face.score, analysed.explanation(face).heatmap))
+        tracks: dict[int, Sequence[FaceSample]] = {tid: s for tid, s in samples.items()}
+        # boxes are in the decoded frames' pixels: take the size from a decoded frame rather than
         # from MediaInfo, which can disagree when the rotation metadata is read differently
-        height, width = context.reader.read(np.array([0]))[0].shape[:2]
+        first = reader.read(np.array([0]))[0]
+        if reader.info.kind == "image":
+            t0 = time.perf_counter()
+            path = analysed.out_dir / f"{stem}.annotated.png"
+            faces = [(tid, s) for tid, samples in tracks.items() for s in samples]
+            write_png(path, annotate_image(first, faces, _banner(report), style))
+            return "annotated_image", RenderStats(path, 1, time.perf_counter() - t0)
+        analysed.out_dir.mkdir(parents=True, exist_ok=True)
+        info = reader.info
         stats = render_annotated_video(
-            info.path, context.out_dir / f"{stem}.annotated.mp4", fps=info.fps, frame_count=info.frame_count,
-            width=width, height=height, has_audio=info.has_audio, tracks=tracks, banner=_banner(context),
-            analysed=context.reader.sample(context.analyzer.config.sampling).tolist(), style=style,
-            scale=self.settings.scale)
-        report.timings["render_s"] = stats.seconds
+            info.path, analysed.out_dir / f"{stem}.annotated.mp4", fps=info.fps, frame_count=info.frame_count,
+            width=first.shape[1], height=first.shape[0], has_audio=info.has_audio, tracks=tracks,
+            banner=_banner(report), analysed=list(analysed.sampled), style=style, scale=self.settings.scale)
         return "annotated_video", stats
 
 
-def render_input(context: AnalysisContext, settings: RenderSettings = RenderSettings()) -> RenderStats:
-    """Render one analysed input (for the benchmark): `.frames / .seconds` is render frames/s,
-    Grad-CAM time excluded (it is in `context.report.timings["explain_s"]`)."""
-    return AnnotatedMediaWriter(settings).render(context)[1]
+def render_input(analysed: AnalysedInput, settings: RenderSettings = RenderSettings()) -> RenderStats:
+    """Render one analysed input (for the benchmark): `.frames / .seconds` is render frames/s.
+    Grad-CAM is not in it: it ran when `analysed` was made (`Analyzer.analysed_input`)."""
+    return AnnotatedMediaWriter(settings).render(analysed)[1]
 
 
 def build_output_writers(settings: RenderSettings, n_inputs: int) -> list[OutputWriter]:
@@ -224,10 +273,9 @@ def build_output_writers(settings: RenderSettings, n_inputs: int) -> list[Output
     # keyframe images cost a few Grad-CAM passes, so they come with batches too; the video only
     # for a single input unless asked for, since it decodes and encodes every frame
     render = settings.enabled == "on" or n_inputs == 1
-    explainers = ExplainerCache()
     writers: list[OutputWriter] = []
     if settings.keyframe_images:
-        writers.append(KeyframeImageWriter(settings, explainers))
+        writers.append(KeyframeImageWriter(settings))
     if render:
-        writers.append(AnnotatedMediaWriter(settings, explainers))
+        writers.append(AnnotatedMediaWriter(settings))
     return writers

@@ -11,38 +11,34 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from pipeline import __version__
 from pipeline.config import AnalysisConfig
+from pipeline.outputs import AnalysedInput, OutputWriter, all_faces, explain_faces, keyframe_name
 from pipeline.report import AnalysisReport, InputInfo, ModelInfo
 from stages.aggregate import FaceScore, aggregate
 from stages.classify import CropClassifier, pick_device
-from stages.decode import FrameBatch, MediaError, MediaReader, open_media, sample_indices
+from stages.crop import crop_region
+from stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
 from stages.detect import FaceDetector
 from stages.ensemble import DetectorError, EnsembleDetector, file_sha256, load_detector
 from stages.track import FaceTracker
 
+if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam is slow to import
+    from stages.explain import Explainer
+
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class AnalysisContext:
-    """What output writers (keyframe images, annotated video) get after the verdict is known."""
-
-    report: AnalysisReport
-    reader: MediaReader
-    analyzer: "Analyzer"
-    out_dir: Path
-
-
-class OutputWriter(Protocol):
-    def write(self, context: AnalysisContext) -> dict[str, str]:
-        """Write files for one analysed input; return {output name: path}."""
+# Below this share of sampled frames decoded cleanly, a verdict is "inconclusive" whatever the scores.
+MIN_DECODED_SHARE = 0.5
 
 
 @dataclass
@@ -112,6 +108,20 @@ class Analyzer:
         self.aggregate_settings = dataclasses.replace(
             config.aggregate, threshold=model.config.threshold if threshold is None else threshold)
         self.outputs: list[OutputWriter] = []
+        self._explainer: Explainer | None = None
+
+    @property
+    def member_names(self) -> list[str]:
+        return list(self.model.config.members)
+
+    @property
+    def explainer(self) -> Explainer:
+        """Grad-CAM on this Analyzer's detector, built on first use and kept for later inputs."""
+        if self._explainer is None:
+            from stages.explain import Explainer
+
+            self._explainer = Explainer(self.model, self.device, batch_size=min(self.config.batch_size, 32))
+        return self._explainer
 
     @property
     def model_info(self) -> ModelInfo:
@@ -119,8 +129,12 @@ class Analyzer:
         return ModelInfo(c.name, c.version, c.sha256, list(c.members), c.combiner, str(self.device))
 
     def analyze(self, path: str | Path, out_dir: Path | None = None,
-                progress: Callable[[int], None] | None = None) -> AnalysisReport:
-        """Analyse one file; failures become a report with verdict "error" and a one-line reason."""
+                progress: Callable[[int], None] | None = None, region: str = "") -> AnalysisReport:
+        """Analyse one file; failures become a report with verdict "error" and a one-line reason.
+
+        `region` ("left_half" / "right_half") analyses only that half of every frame: the labelled
+        side of a side-by-side file, as evaluation needs it.
+        """
         path = Path(path)
         started = time.perf_counter()
         report = AnalysisReport(input=InputInfo(path=str(path)), verdict="error", model=self.model_info,
@@ -129,7 +143,7 @@ class Analyzer:
         try:
             reader = open_media(path, self.config.limits)
             self._describe_input(report, path, reader)
-            self._analyze_frames(report, reader, progress)
+            self._analyze_frames(report, reader, progress, region)
             report.timings["total_s"] = time.perf_counter() - started
             if out_dir is not None and self.outputs:
                 self._write_outputs(report, reader, out_dir)
@@ -138,7 +152,8 @@ class Analyzer:
         except torch.cuda.OutOfMemoryError:
             report.errors.append("out of GPU memory; retry with a smaller --batch-size or --device cpu")
         except Exception as exc:  # a bug must not end a batch: report it on the input and go on
-            log.debug("unexpected failure on %s", path, exc_info=True)
+            # a bug: the user sees one line; the log gets the traceback, visible without --debug
+            log.warning("internal error on %s", path, exc_info=True)
             report.errors.append(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         if report.errors:
             report.verdict = "error"
@@ -156,17 +171,29 @@ class Analyzer:
                                    f"(source {info.source_width}x{info.source_height}, over the pixel cap)")
 
     def _analyze_frames(self, report: AnalysisReport, reader: MediaReader,
-                        progress: Callable[[int], None] | None) -> None:
+                        progress: Callable[[int], None] | None, region: str = "") -> None:
         timer = _Timer()
         indices = reader.sample(self.config.sampling)
         tracker = FaceTracker(self.config.track)
         faces: list[FaceScore] = []
+        dropped = 0          # sampled frames that could not be decoded or came out damaged
+        too_small = ""       # set when the frames cannot hold a face MTCNN could find
         for batch in _prefetch(reader.batches(indices, self.config.chunk_size), timer):
-            faces.extend(self.score_batch(batch, tracker, timer))
+            dropped += len(batch.dropped)
+            if len(batch):
+                if region:
+                    batch = dataclasses.replace(batch, frames=np.stack([crop_region(f, region) for f in batch.frames]))
+                too_small = too_small or self._too_small_for_faces(batch.frames.shape[1:3])
+                if not too_small:
+                    faces.extend(self.score_batch(batch, tracker, timer))
             if progress:
-                progress(len(batch))
+                progress(len(batch) + len(batch.dropped))
+        decoded = len(indices) - dropped
+        report.input.decode_errors = dropped
+        if len(indices) and not decoded:
+            raise DamagedError(f"video is damaged: none of the {len(indices)} sampled frames could be decoded")
         t0 = time.perf_counter()
-        verdict = aggregate(faces, len(indices), self.aggregate_settings)
+        verdict = aggregate(faces, decoded, self.aggregate_settings)
         timer.add("aggregate_s", time.perf_counter() - t0)
         report.verdict = verdict.verdict
         report.score = verdict.score
@@ -176,8 +203,29 @@ class Analyzer:
         report.tracks = verdict.tracks
         report.keyframes = verdict.keyframes
         report.timings.update(timer.totals)
+        if too_small:
+            report.warnings.append(too_small)
+        if dropped:
+            report.warnings.append(f"{dropped} of {len(indices)} sampled frames were damaged or could not be decoded "
+                                   "and were left out")
+            if decoded < MIN_DECODED_SHARE * len(indices):
+                report.verdict = "inconclusive"
+                report.warnings.append(f"verdict inconclusive: fewer than half of the sampled frames could be decoded "
+                                       f"({decoded} of {len(indices)})")
         if len(indices) < self._requested_frames(reader):
             report.warnings.append(f"sampled frames capped at {self.config.limits.max_frames}")
+
+    def _too_small_for_faces(self, frame_shape: tuple[int, ...]) -> str:
+        """A warning when frames of this (height, width) are too small for MTCNN to find any face
+        (its smallest face is `min_face_size` pixels in the copy it sees); "" otherwise."""
+        settings = self.face_detector.settings
+        h, w = int(frame_shape[0]), int(frame_shape[1])
+        long_side = settings.detect_long_side
+        scale = long_side / max(h, w) if long_side and max(h, w) > long_side else 1.0
+        if min(round(h * scale), round(w * scale)) >= settings.min_face_size:
+            return ""
+        return (f"frames are {w}x{h} pixels, too small to hold a face the detector can find "
+                f"(at least {settings.min_face_size} pixels)")
 
     def _requested_frames(self, reader: MediaReader) -> int:
         """How many frames the sampling asks for before the max_frames cap."""
@@ -210,13 +258,40 @@ class Analyzer:
         timer.add("track_s", time.perf_counter() - t2)
         return out
 
+    def analysed_input(self, report: AnalysisReport, reader: MediaReader, out_dir: Path,
+                       detailed_frames: Set[int] = frozenset()) -> AnalysedInput:
+        """What the output writers get for one analysed input. Grad-CAM runs here, once per face;
+        faces in `detailed_frames` keep full-size maps, the others only the small map."""
+        detect = self.face_detector.settings  # the margin and size actually used, resolved from the detector
+        assert detect.crop_margin is not None  # FaceDetector replaces None with a margin
+        margin, size = float(detect.crop_margin), int(detect.crop_size)
+        explanations = explain_faces(self.explainer, reader, all_faces(report), margin, size, detailed_frames)
+        return AnalysedInput(
+            report=report, reader=reader, crop_margin=margin, crop_size=size,
+            member_names=tuple(self.model.config.members),
+            sampled=tuple(int(i) for i in reader.sample(self.config.sampling)), out_dir=Path(out_dir),
+            explanations=MappingProxyType(explanations))  # read-only: writers share it
+
     def _write_outputs(self, report: AnalysisReport, reader: MediaReader, out_dir: Path) -> None:
-        context = AnalysisContext(report, reader, self, Path(out_dir))
+        """Explain the faces once, run every writer on that one frozen result, and record what they
+        wrote: the report changes here only, never inside a writer."""
+        t0 = time.perf_counter()
+        try:
+            detailed = frozenset().union(*(writer.detailed_frames(report) for writer in self.outputs))
+            analysed = self.analysed_input(report, reader, out_dir, detailed)
+        except Exception as exc:  # without heatmaps no writer can draw; the verdict still stands
+            log.warning("explaining the faces of %s failed", report.input.path, exc_info=True)
+            report.warnings.append(f"explain failed: {exc}")
+            return
+        finally:
+            report.timings["explain_s"] = time.perf_counter() - t0
         for writer in self.outputs:
             t0 = time.perf_counter()
             try:
-                report.outputs.update(writer.write(context))
+                report.outputs.update(writer.write(analysed))
             except Exception as exc:  # a failed render must not cost the user the verdict
-                log.debug("output writer %s failed", type(writer).__name__, exc_info=True)
+                log.warning("output writer %s failed on %s", type(writer).__name__, report.input.path, exc_info=True)
                 report.warnings.append(f"{type(writer).__name__} failed: {exc}")
-            report.timings[f"{type(writer).__name__}_s"] = time.perf_counter() - t0
+            report.timings[writer.timing_key] = time.perf_counter() - t0
+        for n, keyframe in enumerate(report.keyframes):
+            keyframe.image = report.outputs.get(keyframe_name(n), keyframe.image)

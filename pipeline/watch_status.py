@@ -15,7 +15,7 @@ from pipeline.journal import JOURNAL_NAME, Journal
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: the CLI still imports; `watch` refuses to start
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 STATUS_NAME = "watch-status.json"
 LOCK_NAME = ".watch.lock"

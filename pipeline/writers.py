@@ -11,21 +11,61 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.report import AnalysisReport, report_to_dict
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that the file is, even after a crash or a power cut, either the old
+    one or the whole new one: a temporary file beside it, flushed to disk, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; a report is an ordinary file, readable as the umask allows
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            # Without this a file system may commit the rename before the data (ext4 delalloc,
+            # XFS): after a power cut the report would exist but be empty.
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(mask)
+    return mask
+
+
+# read once, at import, before any thread runs: umask is process-wide, and reading it means setting it
+_UMASK = _read_umask()
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable (the new directory entry itself is on disk).
+
+    POSIX only: Windows cannot open a directory with os.open, and some file systems (network
+    or FUSE mounts) refuse fsync on one; the file's data is on disk already, so those are skipped.
+    """
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def report_json(report: AnalysisReport) -> str:
@@ -36,6 +76,28 @@ def output_stem(input_path: str) -> str:
     """File-system-safe name for an input's outputs: `clip.mp4` -> `clip.mp4`, odd characters -> `_`."""
     name = Path(input_path).name or "input"
     return re.sub(r"[^\w.\-]+", "_", name).lstrip(".") or "input"
+
+
+def claim_output_paths(out_dir: Path, input_path: str, tag: str, is_taken: Callable[[Path], bool]) -> tuple[Path, Path]:
+    """Where one input's outputs go: (report file, folder for its other outputs).
+
+    The one naming rule of `analyze` and `watch`: `<name>.json` with the annotated video and
+    keyframes beside it in `out_dir`; when another input already holds that name (`is_taken`),
+    `<name>.<tag>.json` with the other outputs in the folder `<name>.<tag>/`, so that two inputs
+    called `p.jpg` in different folders never overwrite each other's files.
+    """
+    out_dir = Path(out_dir)
+    stem = output_stem(input_path)
+    report = out_dir / f"{stem}.json"
+    if not is_taken(report):
+        return report, out_dir
+    n = 1
+    while True:
+        suffix = tag if n == 1 else f"{tag}-{n}"
+        report, folder = out_dir / f"{stem}.{suffix}.json", out_dir / f"{stem}.{suffix}"
+        if not is_taken(report):
+            return report, folder
+        n += 1
 
 
 class JsonReportWriter:

@@ -6,10 +6,12 @@ count (a one-frame false detection must not decide the verdict).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from annotated_types import Ge, Interval
 
 Verdict = Literal["fake", "real", "inconclusive", "no_face"]
 
@@ -58,13 +60,13 @@ class VideoVerdict:
 
 @dataclass(frozen=True)
 class AggregateSettings:
-    threshold: float | None = None      # None: the threshold shipped with the detector
-    inconclusive_band: float = 0.1      # |score - threshold| below this is inconclusive
-    track_strategy: str = "confident"
-    confident_high: float = 0.8
-    confident_low: float = 0.2
-    min_track_share: float = 0.1        # of analysed frames a track needs to count
-    keyframes: int = 3
+    threshold: Annotated[float, Interval(ge=0, le=1)] | None = None  # None: the threshold shipped with the detector
+    inconclusive_band: Annotated[float, Interval(ge=0, lt=0.5)] = 0.1  # |score - threshold| below this is inconclusive
+    track_strategy: Literal["confident", "mean", "median"] = "confident"  # keys of TRACK_STRATEGIES
+    confident_high: Annotated[float, Interval(ge=0, le=1)] = 0.8
+    confident_low: Annotated[float, Interval(ge=0, le=1)] = 0.2
+    min_track_share: Annotated[float, Interval(ge=0, le=1)] = 0.1  # of analysed frames a track needs to count
+    keyframes: Annotated[int, Ge(0)] = 3
 
 
 def mean_strategy(scores: np.ndarray, settings: AggregateSettings) -> float:
@@ -144,9 +146,11 @@ def aggregate(faces: list[FaceScore], frames_analysed: int, settings: AggregateS
     frames_with_faces = len({f.frame_index for f in faces})
     if not counted:
         return VideoVerdict("no_face", None, 0.0, frames_analysed, 0, [])
+    threshold = settings.threshold
+    assert threshold is not None, "resolve the threshold before aggregating"  # verdict_for checked it already
     score = max(t.score for t in counted)
     counted_ids = {t.id for t in counted}
-    fake_frames = {f.frame_index for f in faces if f.track_id in counted_ids and f.score >= settings.threshold}
+    fake_frames = {f.frame_index for f in faces if f.track_id in counted_ids and f.score >= threshold}
     counted_faces = [f for f in faces if f.track_id in counted_ids]
     return VideoVerdict(
         verdict=verdict_for(score, settings),

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
 import torch
+from annotated_types import Ge, Interval
 
+from stages.crop import crop_face, crop_square, square_crop_box
+
+__all__ = ["DEFAULT_CROP_MARGIN", "DetectSettings", "Face", "FaceDetector", "crop_face", "crop_square",
+           "square_crop_box"]
 
 # Context around the MTCNN box that the shipped members were trained with. A detector records its
 # own margin in detector.json; the pipeline cuts crops with that one.
@@ -21,11 +27,11 @@ DEFAULT_CROP_MARGIN = 0.3
 
 @dataclass(frozen=True)
 class DetectSettings:
-    detect_long_side: int = 640   # 0 = detect at full resolution
-    min_face_size: int = 20       # pixels, in the downscaled frame MTCNN sees
-    min_confidence: float = 0.95
-    crop_margin: float | None = None  # context around the box, as a share of its size; None: the classifier's
-    crop_size: int = 224
+    detect_long_side: Annotated[int, Ge(0)] = 640   # 0 = detect at full resolution
+    min_face_size: Annotated[int, Ge(4)] = 20       # pixels, in the downscaled frame MTCNN sees
+    min_confidence: Annotated[float, Interval(ge=0, le=1)] = 0.95
+    crop_margin: Annotated[float, Ge(0)] | None = None  # context around the box, as a share of its size; None: the classifier's
+    crop_size: Annotated[int, Ge(16)] = 224
 
 
 @dataclass
@@ -41,36 +47,17 @@ class Face:
         return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
 
-def square_crop_box(box: np.ndarray, margin: float) -> np.ndarray:
-    """Square box around a face box, enlarged by `margin` (integer pixel coordinates)."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    side = max(box[2] - box[0], box[3] - box[1]) * (1 + margin)
-    half = side / 2
-    return np.round([cx - half, cy - half, cx + half, cy + half]).astype(np.int64)
-
-
-def crop_face(frame: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
-    """Square crop around `box`, padded by edge replication where it leaves the frame."""
-    x1, y1, x2, y2 = square_crop_box(box, margin)
-    h, w = frame.shape[:2]
-    pad = max(0, -x1, -y1, x2 - w, y2 - h)
-    if pad:
-        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        x1, y1, x2, y2 = x1 + pad, y1 + pad, x2 + pad, y2 + pad
-    crop = frame[y1:y2, x1:x2]
-    interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
-
-
 class FaceDetector:
     """Batched MTCNN face detection: frames (N, H, W, 3) uint8 RGB in, faces per frame out."""
 
     def __init__(self, settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu"):
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: nothing is downloaded
 
+        crop_margin = DEFAULT_CROP_MARGIN if settings.crop_margin is None else settings.crop_margin
         if settings.crop_margin is None:
-            settings = dataclasses.replace(settings, crop_margin=DEFAULT_CROP_MARGIN)
+            settings = dataclasses.replace(settings, crop_margin=crop_margin)
         self.settings = settings
+        self.crop_margin: float = crop_margin  # resolved: settings.crop_margin holds the same value
         self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=settings.min_face_size,
                             post_process=False, select_largest=False)
 
@@ -106,7 +93,7 @@ class FaceDetector:
     def crops(self, frames: np.ndarray, faces: list[list[Face]]) -> np.ndarray:
         """All face crops of the batch, frame by frame, as (M, S, S, 3) uint8."""
         s = self.settings
-        crops = [crop_face(frame, face.box, s.crop_margin, s.crop_size)
+        crops = [crop_face(frame, face.box, self.crop_margin, s.crop_size)
                  for frame, frame_faces in zip(frames, faces) for face in frame_faces]
         if not crops:
             return np.zeros((0, s.crop_size, s.crop_size, 3), dtype=np.uint8)

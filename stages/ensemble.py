@@ -23,12 +23,14 @@ WEIGHTS_FILE = "detector.safetensors"
 CONFIG_FILE = "detector.json"
 FORMAT_VERSION = 1
 
-# Members the design allows, with the timm arguments each needs. mobilenetv2_100 uses TF "same"
-# padding because its ImageNet initialisation was converted from TensorFlow.
+# The timm arguments of the members the design allows. A detector records the arguments it was
+# built with in detector.json ("architectures"), so the file says completely what network it is;
+# these are the defaults for new detectors and for files that predate that field.
+# mobilenetv2_100 uses TF "same" padding because its ImageNet initialisation came from TensorFlow.
 MEMBER_REGISTRY: dict[str, dict] = {
-    "mobilenetv2_100": {"arch": "mobilenetv2_100", "kwargs": {"pad_type": "same"}},
-    "tf_efficientnetv2_b0": {"arch": "tf_efficientnetv2_b0", "kwargs": {}},
-    "tf_efficientnet_lite0": {"arch": "tf_efficientnet_lite0", "kwargs": {}},
+    "mobilenetv2_100": {"model_name": "mobilenetv2_100", "pad_type": "same"},
+    "tf_efficientnetv2_b0": {"model_name": "tf_efficientnetv2_b0"},
+    "tf_efficientnet_lite0": {"model_name": "tf_efficientnet_lite0"},
 }
 
 
@@ -48,26 +50,51 @@ class DetectorConfig:
     drop_rate: float = 0.2
     name: str = "deepfake-ensemble"
     version: str = "0.0.0"
+    # Logistic calibration of the combined logit, fitted on held-out training identities so that a
+    # score of 0.8 means about 80 % fakes there: {"scale": a, "shift": b} gives sigmoid(a*z + b).
+    # Monotone (a > 0), so rankings and AUC are unchanged. Empty: no calibration.
+    calibration: dict = field(default_factory=dict)
     trained: bool = False     # only a detector trained by `training/` may give verdicts
     sha256: str | None = None  # of detector.safetensors, filled in by save_detector
     training: dict = field(default_factory=dict)  # provenance: data, recipe, metrics
+    # timm.create_model arguments of each member (model_name and e.g. pad_type); filled in from
+    # MEMBER_REGISTRY when not given
+    architectures: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.members:
+            if name not in self.architectures:
+                if name not in MEMBER_REGISTRY:
+                    raise DetectorError(f"unknown member {name!r} and no architecture given; known: {', '.join(MEMBER_REGISTRY)}")
+                self.architectures[name] = dict(MEMBER_REGISTRY[name])
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DetectorConfig":
+    def from_dict(cls, data: dict) -> DetectorConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key in ("mean", "std"):
             if key in known:
                 known[key] = tuple(known[key])
+        if known.get("combiner", "mean") not in ("mean", "stacking"):
+            raise DetectorError(f"unknown combiner {known['combiner']!r}; known: mean, stacking")
+        calibration = known.get("calibration") or {}
+        if calibration and not (set(calibration) == {"scale", "shift"} and float(calibration["scale"]) > 0):
+            raise DetectorError(f"calibration must be {{scale > 0, shift}}, got {calibration!r}")
         return cls(**known)
 
 
-def create_member(name: str, drop_rate: float = 0.2) -> nn.Module:
-    """One ensemble member: timm backbone, global average pooling, dropout, one logit."""
-    if name not in MEMBER_REGISTRY:
-        raise DetectorError(f"unknown member {name!r}; known: {', '.join(MEMBER_REGISTRY)}")
-    spec = MEMBER_REGISTRY[name]
-    return timm.create_model(spec["arch"], pretrained=False, num_classes=1, drop_rate=drop_rate,
-                             global_pool="avg", **spec["kwargs"])
+def create_member(name: str, drop_rate: float = 0.2, architecture: dict | None = None) -> nn.Module:
+    """One ensemble member: timm backbone, global average pooling, dropout, one logit.
+    `architecture` is its timm.create_model arguments (default: MEMBER_REGISTRY[name])."""
+    if architecture is None:
+        if name not in MEMBER_REGISTRY:
+            raise DetectorError(f"unknown member {name!r}; known: {', '.join(MEMBER_REGISTRY)}")
+        architecture = MEMBER_REGISTRY[name]
+    args = dict(architecture)
+    model_name = args.pop("model_name")
+    try:
+        return timm.create_model(model_name, pretrained=False, num_classes=1, drop_rate=drop_rate, global_pool="avg", **args)
+    except (RuntimeError, TypeError) as exc:
+        raise DetectorError(f"member {name!r} cannot be built from {architecture}: {exc}") from None
 
 
 class EnsembleDetector(nn.Module):
@@ -76,7 +103,8 @@ class EnsembleDetector(nn.Module):
     def __init__(self, config: DetectorConfig):
         super().__init__()
         self.config = config
-        self.members = nn.ModuleDict({name: create_member(name, config.drop_rate) for name in config.members})
+        self.members = nn.ModuleDict({name: create_member(name, config.drop_rate, config.architectures[name])
+                                      for name in config.members})
         # The stacking layer sees member logits; initialised to the plain mean of logits.
         self.stacker = nn.Linear(len(config.members), 1)
         nn.init.constant_(self.stacker.weight, 1.0 / len(config.members))
@@ -85,10 +113,18 @@ class EnsembleDetector(nn.Module):
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m(x).float() for m in self.members.values()], dim=1)
 
-    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+    def combine(self, logits: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        """Member logits (N, M) -> the ensemble's fake probability (N,), calibrated unless told not to."""
         if self.config.combiner == "stacking":
-            return torch.sigmoid(self.stacker(logits)).squeeze(1)
-        return torch.sigmoid(logits).mean(dim=1)
+            z = self.stacker(logits).squeeze(1)
+        else:
+            prob = torch.sigmoid(logits).mean(dim=1)
+            if not (calibrated and self.config.calibration):
+                return prob
+            z = torch.logit(prob, eps=1e-6)
+        if calibrated and self.config.calibration:
+            z = float(self.config.calibration["scale"]) * z + float(self.config.calibration["shift"])
+        return torch.sigmoid(z)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.member_logits(x)
@@ -104,11 +140,9 @@ def create_detector(config: DetectorConfig | None = None, **overrides) -> Ensemb
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    """Hex sha256 of a file's bytes, read in blocks (hashlib.file_digest: weights and videos need not fit in memory)."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def save_detector(model: EnsembleDetector, folder: str | Path) -> Path:

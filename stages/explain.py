@@ -18,15 +18,14 @@ The ensemble map combines the member maps with the weights the combiner gives th
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -40,7 +39,6 @@ class Explanation:
 
     members: np.ndarray    # (N, M, S, S) float32, member order as in the detector config
     ensemble: np.ndarray   # (N, S, S) float32
-    member_names: list[str]
 
     def __len__(self) -> int:
         return len(self.ensemble)
@@ -116,7 +114,7 @@ class Explainer:
         # rescale so the strongest region reads as 1 whichever members agree
         peak = ensemble.reshape(n, -1).max(axis=1, initial=0.0).reshape(n, 1, 1)
         ensemble = np.where(peak > 0, ensemble / np.maximum(peak, 1e-7), 0.0).astype(np.float32)
-        return Explanation(members=members, ensemble=ensemble, member_names=self.member_names)
+        return Explanation(members=members, ensemble=ensemble)
 
     def _member_cam(self, member: nn.Module, x: torch.Tensor) -> np.ndarray:
         layer = target_layer(member)
@@ -127,11 +125,3 @@ class Explainer:
         member.train(was_training)  # GradCAM switches the model to eval; keep the caller's mode
         return np.nan_to_num(maps.astype(np.float32), nan=0.0).clip(0, 1)
 
-
-def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 image with a JET heatmap ([0, 1], any size: resized to the image) laid over it."""
-    h, w = image.shape[:2]
-    if heatmap.shape[:2] != (h, w):
-        heatmap = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return show_cam_on_image(image.astype(np.float32) / 255.0, np.clip(heatmap, 0, 1), use_rgb=True,
-                             image_weight=1.0 - alpha)

@@ -8,9 +8,11 @@ frame can therefore never share a track, and a person who crosses another keeps 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import cv2
 import numpy as np
+from annotated_types import Ge, Gt, Interval
 from scipy.optimize import linear_sum_assignment
 
 from stages.detect import Face
@@ -18,12 +20,12 @@ from stages.detect import Face
 
 @dataclass(frozen=True)
 class TrackSettings:
-    max_shift: float = 1.0          # centre movement allowed per second, in face sizes
-    min_shift: float = 0.6          # ... and at least this much between any two samples
-    max_size_ratio: float = 1.8     # a face may not grow or shrink more than this between samples
-    max_appearance_distance: float = 0.6  # Bhattacharyya distance of hue-saturation histograms
-    appearance_weight: float = 0.5
-    max_gap_s: float = 10.0         # a track unseen for longer is closed
+    max_shift: Annotated[float, Gt(0)] = 1.0          # centre movement allowed per second, in face sizes
+    min_shift: Annotated[float, Ge(0)] = 0.6          # ... and at least this much between any two samples
+    max_size_ratio: Annotated[float, Ge(1)] = 1.8     # a face may not grow or shrink more than this between samples
+    max_appearance_distance: Annotated[float, Interval(ge=0, le=1)] = 0.6  # Bhattacharyya distance of histograms
+    appearance_weight: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    max_gap_s: Annotated[float, Gt(0)] = 10.0         # a track unseen for longer is closed
 
 
 def appearance(crop: np.ndarray) -> np.ndarray:

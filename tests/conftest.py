@@ -6,7 +6,9 @@ pipeline's mechanics, never its accuracy. Media are made from skimage's astronau
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,3 +31,15 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "none": make_sample_video(root / "none.mp4", seconds=1.0, size=(320, 180), faces=0),
         "photo": make_sample_photo(root / "photo.jpg", size=(480, 360), faces=1),
     }
+
+
+@pytest.fixture(scope="session")
+def astronaut_face() -> SimpleNamespace:
+    """skimage's astronaut photo with her face read off the 512x512 image by eye: the face box and
+    MTCNN-style points (left eye, right eye, nose, mouth left, mouth right) in x, y pixels."""
+    from skimage import data
+
+    return SimpleNamespace(
+        image=data.astronaut(),
+        box=np.array([180, 70, 265, 180], dtype=np.float32),
+        landmarks=np.array([[202, 101], [247, 102], [222, 125], [205, 141], [244, 141]], dtype=np.float32))

@@ -23,3 +23,27 @@ def test_unknown_keys_are_errors(tmp_path):
     with pytest.raises(ConfigError):
         parse_set_option(("novalue",))
     assert parse_set_option(("a.b=0.5", "c=true")) == {"a.b": 0.5, "c": True}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("aggregate.track_strategy", "foo", "setting aggregate.track_strategy: Input should be 'confident', 'mean' or 'median'"),
+    ("sampling.mode", "foo", "setting sampling.mode: Input should be 'count', 'fps' or 'every'"),
+    ("batch_size", 0, "setting batch_size: Input should be greater than or equal to 1"),
+    ("detect.crop_size", "abc", "setting detect.crop_size: Input should be a valid integer"),
+    ("detect.min_confidence", 1.5, "setting detect.min_confidence: Input should be less than or equal to 1"),
+    ("render.enabled", "maybe", "setting render.enabled: Input should be 'auto', 'on' or 'off'"),
+    ("sampling.value", -3, "setting sampling.value: Input should be greater than 0"),
+])
+def test_every_setting_is_checked_when_read(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as caught:
+        load_config(None, {key: value})
+    assert "\n" not in str(caught.value) and repr(value) in str(caught.value)
+
+
+def test_track_strategy_choices_are_the_aggregate_strategies():
+    import typing
+
+    from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
+
+    choices = typing.get_args(typing.get_type_hints(AggregateSettings)["track_strategy"])
+    assert set(choices) == set(TRACK_STRATEGIES)

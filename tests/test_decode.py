@@ -60,7 +60,8 @@ def test_caps_on_duration_and_size(clips):
 
 @pytest.mark.parametrize("content,reason", [
     (b"", "empty"),
-    (b"this is not a video\n" * 20, "not a readable video"),
+    (b"this is not a video\n" * 20, "not a media file: the content is text"),
+    (bytes(range(256)) * 20, "not a media file: the content is not a known image or video format"),
 ])
 def test_bad_files_raise_one_line_errors(tmp_path, content, reason):
     bad = tmp_path / "bad.mp4"
@@ -84,3 +85,42 @@ def test_missing_path_and_directory(tmp_path):
         open_media(tmp_path / "nope.mp4")
     with pytest.raises(MediaError, match="not a regular file"):
         open_media(tmp_path)
+
+
+def test_content_is_sniffed_not_the_name():
+    from stages.media_sniff import sniff_bytes
+
+    assert sniff_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20)).kind == "image"
+    assert sniff_bytes(b"GIF89a" + bytes(20)).format == "GIF"
+    assert sniff_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(20)).format == "HEIF"
+    assert sniff_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(20)).kind == "video"
+    assert sniff_bytes(b"\x1a\x45\xdf\xa3" + bytes(20)).kind == "video"
+    assert sniff_bytes(b"ID3\x04" + bytes(20)).kind == "audio"
+    assert sniff_bytes(b"#EXTM3U\n#EXT-X-VERSION:3\n").kind == "text"   # a playlist never reaches a demuxer
+    assert sniff_bytes(bytes(range(256))).kind == "unknown"
+
+
+def test_library_internals_are_cleaned_from_reasons():
+    from stages.decode import clean_reason
+
+    raw = ("[22:20:31] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: "
+           "[h264 @ 0x55a1c3d33700] error while decoding MB 2 0")
+    assert clean_reason(raw) == "Check failed: error while decoding MB 2 0"
+
+
+def test_decoder_messages_go_to_the_debug_log_not_the_terminal(tmp_path, clips, caplog, capfd):
+    import logging
+
+    data = bytearray(Path(clips["one"]).read_bytes())
+    start = data.index(b"mdat") + 4
+    off = start + (len(data) - start) // 2
+    data[off:off + 2000] = bytes(b ^ 0xFF for b in data[off:off + 2000])
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    with caplog.at_level(logging.DEBUG, logger="stages.decoder"):
+        reader = open_media(damaged)
+        batches = list(reader.batches(reader.sample(Sampling("count", 8)), chunk_size=4))
+    dropped = [i for b in batches for i in b.dropped.tolist()]
+    assert dropped == [17, 22, 27, 32, 37] and sum(len(b) for b in batches) == 3   # from the damage on
+    assert any("decoder: [h264" in r.getMessage() for r in caplog.records)
+    assert "h264" not in capfd.readouterr().err

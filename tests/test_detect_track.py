@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stages.decode import open_media
-from stages.detect import DetectSettings, Face, FaceDetector, crop_face
+from stages.detect import DetectSettings, Face, FaceDetector
 from stages.track import FaceTracker
 
 
@@ -29,15 +29,6 @@ def test_no_face_frames(detector, clips):
     frames = open_media(clips["none"]).read(np.array([0, 10]))
     assert detector.detect(frames) == [[], []]
     assert detector.crops(frames, [[], []]).shape == (0, 224, 224, 3)
-
-
-def test_crop_at_frame_edge_is_padded_not_shifted():
-    frame = np.zeros((100, 100, 3), np.uint8)
-    frame[:, :50] = 255
-    crop = crop_face(frame, np.array([0, 20, 40, 60], np.float32), margin=0.5, size=60)
-    assert crop.shape == (60, 60, 3)
-    # the face box starts at x=0: the crop extends left of the frame by edge replication
-    assert crop[:, :5].mean() == 255
 
 
 def _face(x, y, s):

@@ -18,8 +18,9 @@ import torch
 from pipeline.samples import render_sample_frame
 from stages.classify import to_model_input
 from stages.detect import FaceDetector, crop_face
+from stages.draw import overlay_heatmap
 from stages.ensemble import create_detector
-from stages.explain import Explainer, member_weights, overlay_heatmap
+from stages.explain import Explainer, member_weights
 
 SIZE = (640, 360)
 MARGIN, CROP = 1.0, 224

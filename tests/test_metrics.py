@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.metrics import (best_threshold, binary_metrics, bootstrap_auc_interval, expected_calibration_error,
-                              save_plots)
+from training.metrics import best_threshold, binary_metrics, bootstrap_auc_interval, expected_calibration_error, save_plots
 
 # Hand-made example, threshold 0.5 (score >= 0.5 -> predicted fake):
 #   label : 0    0    0     1     1     1

@@ -1,6 +1,8 @@
 """Annotated video, annotated photo and keyframe images, end to end through the Analyzer."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -13,9 +15,11 @@ from pipeline.config import AnalysisConfig, RenderSettings
 from pipeline.outputs import AnnotatedMediaWriter, KeyframeImageWriter, build_output_writers
 from pipeline.runner import Analyzer
 from pipeline.samples import make_sample_photo, make_sample_video
-from stages.decode import Sampling
+from stages.decode import Sampling, open_media
+from stages.draw import FaceSample, OverlayStyle, blend_heatmap, verdict_banner
 from stages.ensemble import create_detector, save_detector
-from stages.render import FaceSample, OverlayStyle, TrackPath, blend_heatmap, render_annotated_video, verdict_banner
+from stages.explain import Explainer
+from stages.render import TrackPath, render_annotated_video
 
 FPS = 25.0
 SIZE = (480, 270)
@@ -129,6 +133,63 @@ def test_photo_gets_an_annotated_png(reports):
     image = cv2.imread(report.outputs["annotated_image"])
     assert image is not None and image.shape[1::-1] == (400, 300)
     assert report.outputs["annotated_image"].endswith("photo.png.annotated.png")
+
+
+def test_timings_have_fixed_names(reports):
+    for report in (reports["tone"], reports["photo"]):
+        assert {"explain_s", "keyframes_s", "render_s"} <= report.timings.keys()
+        assert not [k for k in report.timings if "Writer" in k or k == "explain_keyframes_s"]
+
+
+def test_a_photo_is_explained_once(analyzer, media, tmp_path, monkeypatch):
+    explained: list[int] = []  # crops per Explainer.explain call
+    explain = Explainer.explain
+
+    def counting(self: Explainer, crops: np.ndarray):
+        explained.append(len(crops))
+        return explain(self, crops)
+
+    monkeypatch.setattr(Explainer, "explain", counting)
+    report = analyzer.analyze(media["photo"], out_dir=tmp_path)
+    faces = sum(len(t.faces) for t in report.tracks)
+    assert faces >= 1 and explained == [faces]  # one pass serves the keyframe images and the annotated PNG
+    assert {"annotated_image", "keyframe_0"} <= report.outputs.keys()
+    assert report.keyframes[0].image == report.outputs["keyframe_0"]
+
+
+def test_writers_leave_the_report_alone(analyzer, media, reports, tmp_path):
+    report = reports["tone"]
+    detailed = frozenset().union(*(w.detailed_frames(report) for w in analyzer.outputs))
+    analysed = analyzer.analysed_input(report, open_media(media["tone"], analyzer.config.limits), tmp_path, detailed)
+    before = copy.deepcopy(report)
+    written: dict[str, str] = {}
+    for writer in analyzer.outputs:
+        written.update(writer.write(analysed))
+    assert report == before  # the runner records outputs and keyframe images, not the writers
+    assert {"annotated_video", "keyframe_0"} <= written.keys() and all(Path(p).is_file() for p in written.values())
+    assert Path(written["keyframe_0"]).parent.parent == tmp_path
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        analysed.report = before  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        analysed.explanations[(0, 0)] = analysed.explanations[next(iter(analysed.explanations))]  # type: ignore[index]
+    # every face keeps the small map the video draws; only keyframe faces keep the full-size maps
+    assert len(analysed.explanations) == sum(len(t.faces) for t in report.tracks)
+    assert all(e.heatmap.shape == (64, 64) and e.heatmap.dtype == np.uint8 for e in analysed.explanations.values())
+    full = {frame for (frame, _), e in analysed.explanations.items() if e.crop is not None}
+    assert full == {k.frame_index for k in report.keyframes}
+    shown = next(f for t in report.tracks for f in t.faces if f.frame_index in full)
+    crop, members, ensemble = analysed.explanation(shown).full()
+    size = analyzer.face_detector.settings.crop_size
+    assert crop.shape == (size, size, 3) and members.shape == (2, size, size) and ensemble.shape == (size, size)
+    assert analysed.crop_margin == analyzer.face_detector.settings.crop_margin
+
+
+def test_writers_ask_for_full_maps_where_they_show_them(reports):
+    report = reports["tone"]
+    faces = {f.frame_index for t in report.tracks for f in t.faces}
+    assert KeyframeImageWriter(RenderSettings()).detailed_frames(report) == {k.frame_index for k in report.keyframes}
+    assert KeyframeImageWriter(RenderSettings(explain_all_frames=True)).detailed_frames(report) == faces
+    assert AnnotatedMediaWriter(RenderSettings()).detailed_frames(report) == frozenset()
 
 
 def test_writer_selection():

@@ -8,11 +8,6 @@ from skimage import data
 
 from training.self_blend import BLEND_RATIOS, face_mask, self_blend, self_blend_pair
 
-# Read off the 512x512 image by eye: face box and MTCNN-style points (left eye, right eye, nose,
-# mouth left, mouth right) in x, y pixels.
-BOX = np.array([180, 70, 265, 180], dtype=np.float32)
-LANDMARKS = np.array([[202, 101], [247, 102], [222, 125], [205, 141], [244, 141]], dtype=np.float32)
-
 
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
@@ -28,7 +23,8 @@ def expanded(box: np.ndarray, share: float, shape: tuple[int, int]) -> tuple[int
 
 
 @pytest.mark.parametrize("with_landmarks", [True, False])
-def test_mask_is_a_soft_face_shaped_region(astronaut: np.ndarray, with_landmarks: bool) -> None:
+def test_mask_is_a_soft_face_shaped_region(astronaut_face, astronaut: np.ndarray, with_landmarks: bool) -> None:
+    BOX, LANDMARKS = astronaut_face.box, astronaut_face.landmarks
     box_area = float((BOX[2] - BOX[0]) * (BOX[3] - BOX[1]))
     x1, y1, x2, y2 = expanded(BOX, 0.15, astronaut.shape[:2])  # box grown by 30 % in each dimension
     for seed in range(8):
@@ -43,7 +39,8 @@ def test_mask_is_a_soft_face_shaped_region(astronaut: np.ndarray, with_landmarks
         assert np.count_nonzero((mask > 0.05) & (mask < 0.95)) > 0.05 * box_area
 
 
-def test_mask_uses_both_shapes_when_landmarks_given(astronaut: np.ndarray) -> None:
+def test_mask_uses_both_shapes_when_landmarks_given(astronaut_face, astronaut: np.ndarray) -> None:
+    BOX, LANDMARKS = astronaut_face.box, astronaut_face.landmarks
     # Hull masks follow the landmark polygon, ellipses the box: over a few seeds the masks must not
     # all come from one family. Compare against the ellipse-only masks drawn with the same seeds.
     masks_lm = [face_mask(astronaut.shape[:2], BOX, LANDMARKS, np.random.default_rng(s)) for s in range(10)]
@@ -52,7 +49,8 @@ def test_mask_uses_both_shapes_when_landmarks_given(astronaut: np.ndarray) -> No
     assert not all(same)
 
 
-def test_fake_changes_only_the_masked_face(astronaut: np.ndarray) -> None:
+def test_fake_changes_only_the_masked_face(astronaut_face, astronaut: np.ndarray) -> None:
+    BOX, LANDMARKS = astronaut_face.box, astronaut_face.landmarks
     fake, mask = self_blend(astronaut, BOX, LANDMARKS, np.random.default_rng(3))
     assert fake.shape == astronaut.shape and fake.dtype == np.uint8
     assert mask.shape == astronaut.shape[:2] and mask.dtype == np.float32
@@ -88,7 +86,8 @@ def test_returned_mask_is_the_blend_weight() -> None:
     assert checked >= 2
 
 
-def test_seed_reproduces_and_varies(astronaut: np.ndarray) -> None:
+def test_seed_reproduces_and_varies(astronaut_face, astronaut: np.ndarray) -> None:
+    BOX, LANDMARKS = astronaut_face.box, astronaut_face.landmarks
     a_fake, a_mask = self_blend(astronaut, BOX, LANDMARKS, np.random.default_rng(42))
     b_fake, b_mask = self_blend(astronaut, BOX, LANDMARKS, np.random.default_rng(42))
     c_fake, c_mask = self_blend(astronaut, BOX, LANDMARKS, np.random.default_rng(43))
@@ -96,7 +95,8 @@ def test_seed_reproduces_and_varies(astronaut: np.ndarray) -> None:
     assert not np.array_equal(a_fake, c_fake) and not np.array_equal(a_mask, c_mask)
 
 
-def test_small_crop_without_landmarks(astronaut: np.ndarray) -> None:
+def test_small_crop_without_landmarks(astronaut_face, astronaut: np.ndarray) -> None:
+    BOX = astronaut_face.box
     # A 130x130 crop around the face scaled to 64x64, as a low-resolution face from a video.
     x0, y0, side, size = 157, 60, 130, 64
     crop = cv2.resize(astronaut[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
@@ -110,7 +110,8 @@ def test_small_crop_without_landmarks(astronaut: np.ndarray) -> None:
         assert np.array_equal(fake[mask == 0], crop[mask == 0])
 
 
-def test_pair_swaps_roles_and_keeps_real_consistent(astronaut: np.ndarray) -> None:
+def test_pair_swaps_roles_and_keeps_real_consistent(astronaut_face, astronaut: np.ndarray) -> None:
+    BOX, LANDMARKS = astronaut_face.box, astronaut_face.landmarks
     swapped = 0
     for seed in range(10):
         real, fake, mask = self_blend_pair(astronaut, BOX, LANDMARKS, np.random.default_rng(seed))

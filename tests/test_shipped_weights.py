@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from skimage import data
 
 from pipeline.cli import main
 from pipeline.config import DEFAULT_WEIGHTS
 from stages.classify import CropClassifier
 from stages.ensemble import CONFIG_FILE, WEIGHTS_FILE, load_detector
-from test_self_blend import BOX, LANDMARKS   # the astronaut's face, read off the image once
 from training.sbi_batches import sbi_pair_crops
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_WEIGHTS / CONFIG_FILE).is_file(),
@@ -35,11 +33,18 @@ def test_shipped_detector_is_complete_and_small(shipped):
     assert cfg.combiner in ("mean", "stacking") and 0.0 < cfg.threshold < 1.0
     assert (DEFAULT_WEIGHTS / WEIGHTS_FILE).stat().st_size <= 60 * 2**20
     assert (DEFAULT_WEIGHTS / "MODEL_CARD.md").is_file()
+    # the config says completely what network it is: each member's timm arguments, and its calibration
+    saved = json.loads((DEFAULT_WEIGHTS / CONFIG_FILE).read_text())
+    assert saved["architectures"]["mobilenetv2_100"] == {"model_name": "mobilenetv2_100", "pad_type": "same"}
+    assert set(saved["architectures"]) == set(cfg.members)
+    assert cfg.calibration["scale"] > 0 and set(saved["training"]["phases"]) >= {"faces_s", "total_s"}
 
 
-def test_self_blended_fakes_of_an_unseen_face_score_above_the_real_face(shipped):
+def test_self_blended_fakes_of_an_unseen_face_score_above_the_real_face(shipped, astronaut_face):
     rng = np.random.default_rng(0)
-    pairs = [sbi_pair_crops(data.astronaut(), BOX, LANDMARKS, rng, margin=shipped.config.crop_margin, size=224) for _ in range(16)]
+    face = astronaut_face
+    pairs = [sbi_pair_crops(face.image, face.box, face.landmarks, rng, margin=shipped.config.crop_margin, size=224)
+             for _ in range(16)]
     classifier = CropClassifier(shipped, torch.device("cpu"))
     real = classifier.score(np.stack([p[0] for p in pairs])).ensemble
     fake = classifier.score(np.stack([p[1] for p in pairs])).ensemble

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,12 +24,12 @@ from pipeline.cli import main
 from pipeline.samples import make_sample_video, render_sample_frame
 from stages.detect import DetectSettings
 from stages.ensemble import load_detector
-from training.data import extract_all, read_dataset, split_by_identity
+from training.cached import build_sbi_set
+from training.data import FaceSet, extract_all, read_dataset, split_by_identity
 from training.metrics import binary_metrics
 from training.sbi_batches import FacePool, fixed_sbi_set
 from training.self_blend import self_blend
-from training.train import (MemberRecipe, PhaseConfig, TrainConfig, load_train_config, member_logits,
-                            prepare_faces, train)
+from training.train import MemberRecipe, PhaseConfig, TrainConfig, load_train_config, member_logits, prepare_faces, train
 
 MEMBER = "mobilenetv2_100"
 FRAMES = 4  # frames sampled per video, in training and evaluation alike (same face-cache key)
@@ -97,7 +98,7 @@ def trained(dataset, tmp_path_factory) -> SimpleNamespace:
                            report=json.loads((out / "train_report.json").read_text()))
 
 
-def run_cli(*args) -> "click.testing.Result":  # noqa: F821
+def run_cli(*args) -> click.testing.Result:  # noqa: F821
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
@@ -200,29 +201,48 @@ def test_analyze_uses_the_trained_detector(trained, dataset, tmp_path):
 
 def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
     out = tmp_path / "eval"
-    result = run_cli("evaluate", dataset, "--weights", trained.out, "--out", out, "--cache", trained.cache,
-                     "--frames", FRAMES)
+    result = run_cli("evaluate", dataset, "--weights", trained.out, "--out", out, "--frames", FRAMES, "--device", "cpu")
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["items"] == 7 and metrics["items_without_faces"] == 0
+    assert metrics["items"] == 7 and metrics["items_without_score"] == 0
     assert metrics["threshold"] == load_detector(trained.out).config.threshold
     for name in (MEMBER, "ensemble"):
         frame = metrics["frame"][name]
-        # every face of the 5 real files (4 photos + FRAMES video frames) and of the 2 fakes
+        # the largest face of every analysed frame: 4 real photos + FRAMES video frames, 2 fake photos
         assert frame["count"] == 4 + FRAMES + 2 and frame["positives"] == 2
         assert frame["roc_auc"] is not None  # both classes have faces
         low, high = frame["roc_auc_ci95"]  # bootstrap over the 7 items, not their frames
         assert 0 <= low <= high <= 1
         assert sum(frame["confusion"].values()) == frame["count"]
-    # one member with the mean combiner: the ensemble score is that member's score
-    if metrics["combiner"] == "mean":
-        assert metrics["frame"]["ensemble"]["roc_auc"] == pytest.approx(metrics["frame"][MEMBER]["roc_auc"])
-    assert set(metrics["groups"]) == {"real", "fake"} and metrics["groups"]["fake"]["items"] == 2
-    for plot in ("frame_ensemble_roc.png", "frame_ensemble_confusion.png", "frame_ensemble_hist.png"):
+        assert metrics["item"][name]["count"] == 7 and metrics["item"][name]["positives"] == 2
+    # folder data: one family "fake" of 2 photos against the 4 real photos
+    family = metrics["families"]["fake (image)"]
+    assert (family["fakes"], family["reals"]) == (2, 4) and family["roc_auc_ci95"] is not None
+    reals = [r for r in metrics["per_item"] if r["label"] == 0]
+    assert metrics["reals_flagged_fake"] == pytest.approx(np.mean([r["score"] >= metrics["threshold"] for r in reals]))
+    for plot in ("frame_ensemble_roc.png", "item_ensemble_confusion.png", "item_ensemble_hist.png"):
         image = cv2.imread(str(out / plot))
         assert image is not None and image.shape[0] > 100, plot
     assert "| level | model | AUC [95 % CI] |" in result.stdout
-    assert f"| frame | {MEMBER} |" in result.stdout and "| frame | ensemble |" in result.stdout
+    assert f"| frame | {MEMBER} |" in result.stdout and "| item | ensemble |" in result.stdout
+
+
+def test_evaluate_scores_exactly_as_analyze_does(trained, dataset, tmp_path):
+    """The same file gives the same face scores (every frame, every member) and the same item score
+    through `evaluate` as through `analyze` with the same options."""
+    clip = dataset / "real" / "clip.mp4"
+    assert run_cli("analyze", clip, "--weights", trained.out, "--device", "cpu", "--frames", FRAMES,
+                   "--no-render", "--out", tmp_path / "a").exit_code in (0, 1, 3)
+    report = json.loads((tmp_path / "a" / "clip.mp4.json").read_text())
+    assert run_cli("evaluate", dataset, "--weights", trained.out, "--device", "cpu", "--frames", FRAMES,
+                   "--out", tmp_path / "e").exit_code == 0
+    row = next(r for r in json.loads((tmp_path / "e" / "metrics.json").read_text())["per_item"]
+               if r["path"] == str(clip))
+    analyzed = sorted((f["frame_index"], f["score"], f["member_scores"][MEMBER])
+                      for t in report["tracks"] for f in t["faces"])  # one face per frame in this clip
+    evaluated = sorted((f["frame_index"], round(f["score"], 5), round(f["member_scores"][MEMBER], 5)) for f in row["faces"])
+    assert len(analyzed) == FRAMES and evaluated == analyzed  # identical to the report's 5 decimals
+    assert round(row["score"], 5) == report["score"] and row["verdict"] == report["verdict"]
 
 
 @pytest.fixture(scope="module")
@@ -290,22 +310,28 @@ def test_load_train_config_parses_members_and_phases(tmp_path):
     assert eff.frozen_blocks == MemberRecipe().frozen_blocks
 
 
-def test_load_train_config_rejects_unknown_keys(tmp_path):
+def test_load_train_config_rejects_unknown_keys_and_bad_values(tmp_path):
     path = tmp_path / "train.yaml"
-    path.write_text("data: x\nepochs: 3\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match="unknown training settings: epochs, learning_rate"):
+    path.write_text("data: x\nepochs: 3\n")
+    with pytest.raises(ValueError, match="unknown setting 'epochs'"):
         load_train_config(path)
     path.write_text("data: x\n")
     assert load_train_config(path).data == "x"
-    with pytest.raises(ValueError, match="unknown training settings: bogus"):
+    with pytest.raises(ValueError, match="unknown setting 'bogus'"):
         load_train_config(path, {"bogus": 1})  # overrides are checked too
-    # inside a member and inside a phase, dataclass construction refuses the key
+    # inside a member and inside a phase, with the key's full name
     path.write_text("data: x\nmembers:\n  mobilenetv2_100: {init: scratch, blocks: 2}\n")
-    with pytest.raises(TypeError, match="blocks"):
+    with pytest.raises(ValueError, match="unknown setting 'members.mobilenetv2_100.blocks'"):
         load_train_config(path)
     path.write_text("data: x\nmembers:\n  mobilenetv2_100: {finetune: {lr: 0.001, epoch: 3}}\n")
-    with pytest.raises(TypeError, match="epoch"):
+    with pytest.raises(ValueError, match="unknown setting 'members.mobilenetv2_100.finetune.epoch'"):
         load_train_config(path)
+    # values are checked for type, range and choices, with the key named
+    for text, key in (("holdout_share: 1.5", "holdout_share"), ("mode: gpu", "mode"), ("train_pairs: many", "train_pairs"),
+                      ("members:\n  m: {finetune: {lr: 0.1, schedule: linear}}", "members.m.finetune.schedule")):
+        path.write_text(f"data: x\n{text}\n")
+        with pytest.raises(ValueError, match=f"training setting {key}:"):
+            load_train_config(path)
 
 
 def test_train_command_rejects_a_bad_recipe_in_one_line(tmp_path):
@@ -318,9 +344,91 @@ def test_train_command_rejects_a_bad_recipe_in_one_line(tmp_path):
 
 def test_load_train_config_takes_exponent_learning_rates(tmp_path):
     path = tmp_path / "train.yaml"
+    # YAML 1.1 reads 3e-3 (no dot) as a string; the loader reads it as the number it means
     path.write_text("data: x\nmembers:\n  mobilenetv2_100: {finetune: {lr: 3e-3, epochs: 3}}\n")
-    try:
-        lr = load_train_config(path).members["mobilenetv2_100"].finetune.lr
-    except ValueError:
-        return  # refusing it up front, with a message, is as good as reading it as a number
+    lr = load_train_config(path).members["mobilenetv2_100"].finetune.lr
     assert isinstance(lr, float) and lr == pytest.approx(3e-3)
+
+
+def _face_set(n: int, value: int = 0) -> FaceSet:
+    contexts = np.full((n, 320, 320, 3), value, np.uint8)
+    boxes = np.tile(np.array([[80, 80, 240, 240]], np.float32), (n, 1))
+    landmarks = np.tile(np.array([[[130, 140], [190, 140], [160, 170], [135, 200], [185, 200]]], np.float32), (n, 1, 1))
+    return FaceSet(contexts, boxes, landmarks, np.arange(n))
+
+
+def test_fakes_are_drawn_balanced_by_family_then_identity():
+    # family A: one long clip of one person (100 faces); family B: five people with 2 faces each
+    big = _face_set(100, 10)
+    small = [_face_set(2, 20 + k) for k in range(5)]
+    pool = FacePool([(("A", "a0"), big)] + [(("B", f"b{k}"), fs) for k, fs in enumerate(small)])
+    assert pool.identities == ["A/a0"] + [f"B/b{k}" for k in range(5)] and len(pool) == 110
+    rng = np.random.default_rng(0)
+    drawn = np.array([int(pool.draw(rng)[0][0, 0, 0]) for _ in range(4000)])
+    assert abs((drawn == 10).mean() - 0.5) < 0.03  # each family half the draws, not 100/110 for the big clip
+    for k in range(5):
+        assert abs((drawn == 20 + k).mean() - 0.1) < 0.02  # each identity of B alike
+
+
+def test_training_set_adds_real_fakes_with_as_many_reals():
+    reals = FacePool([(f"r{k}", _face_set(3, 50 + k)) for k in range(3)])
+    fakes = FacePool([(("F", "f0"), _face_set(2, 200))])
+    images, labels = build_sbi_set(reals, 4, np.random.default_rng(0), 0.3, 32, augment=False, fake_pool=fakes, n_fakes=3)
+    assert images.shape == (2 * 4 + 2 * 3, 3, 32, 32) and labels.tolist() == [0.0, 1.0] * 4 + [1.0, 0.0] * 3
+    # the real-fake crops are the fake faces themselves; their partners are plain real faces
+    assert all(int(images[8 + 2 * k, 0, 0, 0]) == 200 for k in range(3))
+    assert all(50 <= int(images[9 + 2 * k, 0, 0, 0]) <= 52 for k in range(3))
+
+
+def test_manifest_region_column_is_read_and_checked(tmp_path):
+    header = "path\tsplit\tlabel\tkind\tmanipulation\tidentity\tregion\n"
+    (tmp_path / "m.tsv").write_text(header + "a.mp4\ttrain\tfake\tvideo\tX\tp1\tright_half\n"
+                                    "b.mp4\ttrain\treal\tvideo\tnone\tp2\t\n")
+    items = read_dataset(tmp_path / "m.tsv")
+    assert [(i.region, i.label, i.group) for i in items] == [("right_half", 1, "X"), ("", 0, "none")]
+    (tmp_path / "m.tsv").write_text(header + "a.mp4\ttrain\tfake\tvideo\tX\tp1\ttop\n")
+    with pytest.raises(ValueError, match="unknown region 'top'"):
+        read_dataset(tmp_path / "m.tsv")
+
+
+def test_analyzer_region_analyses_only_that_half(weights_dir, clips, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.runner import Analyzer
+
+    photo = cv2.resize(cv2.imread(str(clips["photo"])), (300, 225))  # side by side still under MTCNN's 640 px
+    side_by_side = tmp_path / "side.png"
+    cv2.imwrite(str(side_by_side), np.concatenate([photo, np.full_like(photo, 128)], axis=1))
+    analyzer = Analyzer(load_config(None, {"weights": str(weights_dir), "device": "cpu"}))
+    left, right = analyzer.analyze(side_by_side, region="left_half"), analyzer.analyze(side_by_side, region="right_half")
+    whole = analyzer.analyze(side_by_side)
+    assert right.verdict == "no_face" and left.verdict != "no_face" and left.score is not None
+    # the same face, at the same coordinates (the left half starts at x = 0)
+    np.testing.assert_allclose(left.tracks[0].faces[0].box, whole.tracks[0].faces[0].box, atol=3)  # MTCNN sees another width
+
+
+def test_interrupted_run_resumes_after_the_last_finished_member(trained, dataset, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for f in list(trained.cache.glob("*.npz")) + list(trained.cache.glob("sbi-*.safetensors")):
+        shutil.copy2(f, cache / f.name)  # faces and training set, but no finished member
+    cfg = tiny_config(dataset, tmp_path / "run")
+
+    def interrupt_after_the_member(line: str) -> None:
+        if f"member_{MEMBER}_s done" in line:
+            raise KeyboardInterrupt
+
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, cache_dir=cache, log=interrupt_after_the_member)
+        assert not (tmp_path / "run" / "detector.json").exists()
+        log: list[str] = []
+        out = train(cfg, cache_dir=cache, log=log.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert any(line.startswith(f"{MEMBER}: resumed from") for line in log)
+    assert not any("finetune: epoch" in line for line in log)  # the member was not trained again
+    # the resumed run ends with the detector an uninterrupted run made
+    assert load_detector(out).config.sha256 == load_detector(trained.out).config.sha256
+    phases = load_detector(out).config.training["phases"]
+    assert {"faces_s", "train_set_s", f"member_{MEMBER}_s", "combine_calibrate_s", "total_s"} <= set(phases)

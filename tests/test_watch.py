@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.journal import JOURNAL_NAME, Journal
-from pipeline.samples import make_sample_video
 from pipeline.report import load_report
+from pipeline.samples import make_sample_video
 from stages.ensemble import create_detector, save_detector
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,8 @@ def assets(tmp_path_factory):
         "c": make_sample_video(d / "c.mp4", 1.0, 25.0, (288, 224), faces=1),
         "d": make_sample_video(d / "d.mp4", 0.8, 25.0, (320, 240), faces=1),
         "e": make_sample_video(d / "e.mp4", 0.8, 25.0, (288, 224), faces=2),
+        # long enough that 64 sampled frames take seconds: still running when a signal comes
+        "long": make_sample_video(d / "long.mp4", 4.0, 25.0, (640, 360), faces=2),
     }
     return {"weights": d / "det", **clips}
 
@@ -263,18 +266,23 @@ def test_kill_9_then_restart_processes_everything_exactly_once(tmp_path, assets)
     wait_for(lambda: not [k for k in kids if _alive(k)], 20, "the analysis process to die with the daemon")
     killed_on = running[0].path.name
 
-    # restart with --stop-grace 0, then SIGTERM while a new file is being analysed: it is abandoned
-    daemon = Daemon(inbox, out, assets["weights"], "--stop-grace", "0")
+    # restart with --stop-grace 0, then SIGTERM while a new file is being analysed: README, "Stopping
+    # and status": the current file may finish for up to --stop-grace seconds, otherwise it is
+    # abandoned, to be redone on the next start. With 0 s it is abandoned: back to queued, no report,
+    # no CSV line, not moved, no attempt counted.
+    daemon = Daemon(inbox, out, assets["weights"], "--stop-grace", "0", sampling=64)
     try:
         wait_for(lambda: all(finished(out, n) for n in names), 3 * FILE_TIMEOUT, "all files after the restart", daemon)
-        shutil.copy(assets["d"], inbox / "four.mp4")
+        shutil.copy(assets["long"], inbox / "four.mp4")
         wait_for(lambda: [e for e in journal_rows(out) if e.path.name == "four.mp4" and e.state == "running"],
                  FILE_TIMEOUT, "four.mp4 to be running", daemon)
         assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
     finally:
         daemon.kill()
     four = [e for e in journal_rows(out) if e.path.name == "four.mp4"]
-    assert len(four) == 1 and four[0].state in ("queued", "done"), four   # abandoned (or just finished)
+    assert len(four) == 1 and four[0].state == "queued" and four[0].phase is None and four[0].attempts == 0, four
+    assert not (out / "four.mp4.json").exists() and (inbox / "four.mp4").exists()
+    assert "four.mp4" not in [Path(r["path"]).name for r in csv_rows(out)]
 
     daemon = Daemon(inbox, out, assets["weights"])
     try:
@@ -344,70 +352,176 @@ def test_timeout_fails_the_file_and_the_daemon_carries_on(tmp_path, assets):
         daemon.kill()
 
 
+def _malformed_burst(src: Path) -> dict[str, bytes]:
+    """About ten broken files of the kinds a real inbox gets: cut, flipped, zeroed, mislabelled."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    data = src.read_bytes()
+    mid = len(data) // 2
+    flipped, zeroed = bytearray(data), bytearray(data)
+    for pos in range(mid, mid + 400, 10):
+        flipped[pos] ^= 0xA5
+    zeroed[mid:mid + 2048] = bytes(len(zeroed[mid:mid + 2048]))
+
+    def png_chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+            + png_chunk(b"IEND", b""))
+    import io
+
+    gif = io.BytesIO()
+    frames = [Image.new("RGB", (32, 32), (40 * i, 80, 120)) for i in range(4)]
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    dot = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(dot, format="PNG")
+    return {
+        "cut half.mp4": data[:mid], "cut head.mp4": data[:100], "flipped.mp4": bytes(flipped),
+        "zeroed.mp4": bytes(zeroed), "notes.mp4": b"not a video\n" * 30, "dot really png.mp4": dot.getvalue(),
+        "anim.gif": gif.getvalue(), "broken.gif": gif.getvalue()[:13] + b"\x00\xff" * 200,
+        "jpeg head on mp4.jpg": b"\xff\xd8\xff\xe0" + data[4:], "bomb.png": bomb,
+    }
+
+
+def test_a_burst_of_malformed_files_all_end_with_reports(tmp_path, assets):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    burst = _malformed_burst(assets["a"])
+    daemon = Daemon(inbox, out, assets["weights"], sampling=4)
+    try:
+        daemon.wait_ready()
+        for name, content in burst.items():  # written under a temporary name, then renamed: all at once
+            (inbox / f"{name}.part").write_bytes(content)
+            os.rename(inbox / f"{name}.part", inbox / name)
+        wait_for(lambda: all(finished(out, n) for n in burst), 3 * FILE_TIMEOUT, "the burst to be finished", daemon)
+        assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
+    finally:
+        daemon.kill()
+    rows = {e.path.name: e for e in journal_rows(out)}
+    for name in burst:
+        report = load_report(rows[name].report_path)
+        where = "failed" if report.verdict == "error" else "processed"
+        assert rows[name].state == ("failed" if where == "failed" else "done"), (name, rows[name].state)
+        assert (inbox / where / name).exists(), name
+        for line in report.errors + report.warnings:
+            assert "\n" not in line and not re.search(r"internal error|\b0x[0-9a-fA-F]{6,}|\.cc\b|Traceback", line), line
+        assert len(report.errors) == (1 if where == "failed" else 0), (name, report.errors)
+    assert not [p for p in inbox.iterdir() if p.is_file()]
+    log = daemon.log()
+    assert "Traceback" not in log and "internal error" not in log and "error while decoding" not in log, log
+    assert load_report(rows["anim.gif"].report_path).input.kind == "video"
+    assert load_report(rows["dot really png.mp4"].report_path).verdict == "no_face"
+    assert load_report(rows["notes.mp4"].report_path).errors == ["not a media file: the content is text"]
+
+
 # -- the crash windows between the finishing steps, in-process (no model needed) -------------------
-def _daemon_in_process(tmp_path):
+def _worker_in_process(tmp_path):
     from pipeline.config import load_config
-    from pipeline.watch import WatchDaemon, WatchSettings
+    from pipeline.watch import WatchSettings
+    from pipeline.watch_worker import WorkContext, Worker
 
     inbox, out = (tmp_path / "inbox").resolve(), (tmp_path / "out").resolve()
     inbox.mkdir()
-    daemon = WatchDaemon(WatchSettings(inbox=inbox, out=out, processed=inbox / "processed", failed=inbox / "failed"),
-                         load_config())
-    daemon.journal, daemon.model_info, daemon.threshold = Journal(out / JOURNAL_NAME), None, None
-    return daemon, inbox, out
+    settings = WatchSettings(inbox=inbox, out=out, processed=inbox / "processed", failed=inbox / "failed")
+    worker = Worker(WorkContext(settings, load_config(), Journal(out / JOURNAL_NAME)), proc=None)
+    return worker, inbox, out
 
 
-def _claimed_with_report(daemon, path: Path):
+def _claimed_with_report(worker, path: Path):
     from pipeline.report import AnalysisReport, InputInfo
 
+    journal = worker.ctx.journal
     st = path.stat()
-    entry = daemon.journal.add(path, sha(path), st.st_size, st.st_mtime_ns)
-    entry = daemon._targets(daemon.journal.claim())
-    dest = daemon._destination(entry, ok=True)
+    entry = journal.add(path, sha(path), st.st_size, st.st_mtime_ns)
+    entry = worker.targets(journal.claim())
+    dest = worker.destination(entry, ok=True)
     report = AnalysisReport(input=InputInfo(path=str(path), sha256=entry.sha256), verdict="real", score=0.1)
-    daemon.json.write(report, path=entry.report_path)
-    daemon.journal.set_phase(entry.id, "reported", verdict="real", created=report.created)
-    return daemon.journal.get(entry.id), dest
+    worker.ctx.json.write(report, path=entry.report_path)
+    journal.set_phase(entry.id, "reported", verdict="real", created=report.created)
+    return journal.get(entry.id), dest
 
 
-def _restart(daemon):
-    daemon.journal.close()
-    daemon.journal = Journal(daemon.s.out / JOURNAL_NAME)
-    assert [e.state for e in daemon.journal.recover()] == ["running"]
-    return daemon.journal.claim()
+def _restart(worker):
+    worker.ctx.journal.close()
+    worker.ctx.journal = Journal(worker.ctx.settings.out / JOURNAL_NAME)
+    assert [e.state for e in worker.ctx.journal.recover()] == ["running"]
+    return worker.ctx.journal.claim()
 
 
 def _csv_logged(tmp_path, name: str, content: bytes):
-    """A daemon whose input `name` is analysed and has its CSV line, the journal not yet told."""
-    daemon, inbox, out = _daemon_in_process(tmp_path)
+    """A worker whose input `name` is analysed and has its CSV line, the journal not yet told."""
+    worker, inbox, out = _worker_in_process(tmp_path)
     src = inbox / name
     src.write_bytes(content)
-    entry, dest = _claimed_with_report(daemon, src)
-    daemon.csv.write(load_report(entry.report_path), entry.report_path)
-    return daemon, out, src, entry, dest
+    entry, dest = _claimed_with_report(worker, src)
+    worker.ctx.csv.write(load_report(entry.report_path), entry.report_path)
+    return worker, out, src, entry, dest
 
 
 def test_crash_after_csv_line_before_journal_commit_logs_once(tmp_path):
-    daemon, out, src, entry, dest = _csv_logged(tmp_path, "x.mp4", b"content")
-    entry = _restart(daemon)                      # "crash": the CSV line is there, the journal says "reported"
-    daemon._process(entry, proc=None)
+    worker, out, src, entry, dest = _csv_logged(tmp_path, "x.mp4", b"content")
+    entry = _restart(worker)                      # "crash": the CSV line is there, the journal says "reported"
+    worker.process(entry)
     assert len(csv_rows(out)) == 1
     assert dest.read_bytes() == b"content" and not src.exists()
-    assert daemon.journal.get(entry.id).state == "done"
-    daemon.journal.close()
+    assert worker.ctx.journal.get(entry.id).state == "done"
+    worker.ctx.journal.close()
 
 
 def test_crash_after_move_before_journal_commit_finishes(tmp_path):
-    daemon, out, src, entry, dest = _csv_logged(tmp_path, "y.mp4", b"more content")
-    daemon.journal.set_phase(entry.id, "logged")
+    worker, out, src, entry, dest = _csv_logged(tmp_path, "y.mp4", b"more content")
+    worker.ctx.journal.set_phase(entry.id, "logged")
     dest.parent.mkdir(parents=True)
     os.rename(src, dest)                          # "crash" right after the move
-    entry = _restart(daemon)
-    daemon._process(entry, proc=None)
-    final = daemon.journal.get(entry.id)
+    entry = _restart(worker)
+    worker.process(entry)
+    final = worker.ctx.journal.get(entry.id)
     assert final.state == "done" and final.dest_path == dest and dest.read_bytes() == b"more content"
     assert len(csv_rows(out)) == 1
-    daemon.journal.close()
+    worker.ctx.journal.close()
+
+
+def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path):
+    import threading
+
+    from pipeline.watch import WatchSettings
+    from pipeline.watch_discovery import Discovery
+
+    inbox, out = (tmp_path / "inbox").resolve(), (tmp_path / "out").resolve()
+    inbox.mkdir()
+    settings = WatchSettings(inbox=inbox, out=out, processed=inbox / "processed", failed=inbox / "failed", quiet_s=0)
+    journal, stop, queued = Journal(out / JOURNAL_NAME), threading.Event(), []
+    found = Discovery(settings, journal, stop, on_queued=lambda: queued.append(1), fail=pytest.fail)
+    (inbox / "clip.mp4").write_bytes(b"x" * 3_000_000)
+    for name in (".hidden.mp4", "download.mp4.part", "notes.txt", "empty.mp4"):
+        (inbox / name).write_bytes(b"" if name == "empty.mp4" else b"x")
+    (inbox / "link.mp4").symlink_to(inbox / "clip.mp4")
+    for _ in range(2):   # the second pass finds nothing new
+        found.mark_dirty(inbox)
+        found.poll()
+    rows = {e.path.name: e for e in journal.all()}
+    assert sorted(rows) == ["clip.mp4", "link.mp4"] and len(queued) == 2, rows
+    assert rows["clip.mp4"].sha256 == sha(inbox / "clip.mp4") and rows["clip.mp4"].refusal is None
+    assert rows["link.mp4"].sha256 is None and rows["link.mp4"].refusal.startswith("refused: symbolic link")
+    stop.set()   # a large file being hashed does not hold up the shutdown
+    assert found._sha256(inbox / "clip.mp4") is None
+    journal.close()
+
+
+def test_closed_analysis_process_refuses_work():
+    import threading
+
+    from pipeline.analysis_process import AnalysisProcess, WorkerStartError
+    from pipeline.config import load_config
+
+    proc = AnalysisProcess(load_config(), False, 1, "worker-1")
+    proc.close()      # the daemon's shutdown, while a worker may still be finishing its file
+    assert proc.analyze(Path("x.mp4"), None, 10, threading.Event(), 0, threading.Event()) == ("abandoned", None)
+    with pytest.raises(WorkerStartError):
+        proc.restart()
 
 
 def test_move_across_file_systems_copies_then_removes_the_source(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ statistics. All randomness comes from torch's global RNG, so `torch.manual_seed`
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -9,40 +9,76 @@ Works for timm's EfficientNet-family models (MobileNetV2, EfficientNetV2, Effici
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from training.augment import build_train_transform
 from training.metrics import binary_metrics
-from training.sbi_batches import FacePool, normalise, sbi_pair_crops
+from training.sbi_batches import FacePool, face_crop, normalise, sbi_pair_crops
+
+if TYPE_CHECKING:
+    from timm.models.efficientnet import EfficientNet
 
 Log = Callable[[str], None]
+Schedule = Literal["cosine", "step"]
+
+
+def schedule_factor(schedule: Schedule, step: int, total: int) -> float:
+    """The multiplier of the base learning rate at optimiser step `step` (0-based) of `total`.
+
+    cosine: 0.5 * (1 + cos(pi * step / total)); step: x0.1 from 1/2 and x0.01 from 3/4 of the run.
+    These are, operation for operation, the formulas the shipped detectors were trained with: a
+    detector must be reproducible from configs/train.yaml, so any change here (even a reordering
+    that only moves the last bit) changes its weights. tests/test_lr_schedule.py holds them fixed.
+    """
+    if schedule == "step":
+        return 0.1 ** (int(step >= total / 2) + int(step >= 3 * total / 4))
+    return 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))  # max: an empty run (total 0) builds no 0/0
+
+
+def lr_schedule(opt: torch.optim.Optimizer, schedule: Schedule, total: int) -> LambdaLR:
+    """The learning-rate schedule of a run of `total` optimiser steps; call its `step()` once after
+    each `opt.step()`. LambdaLR sets lr = base lr * schedule_factor(...), the same product as before."""
+    return LambdaLR(opt, functools.partial(schedule_factor, schedule, total=total))
 
 
 def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin: float, size: int,
-                  augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images (2n, 3, S, S), float labels): each real crop beside its self-blended fake."""
+                  augment: bool, fake_pool: FacePool | None = None, n_fakes: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 3, S, S), float labels): each real crop beside its self-blended fake, then
+    `n_fakes` crops of real fakes (family-balanced) each matched by one more real crop, so the two
+    classes stay equal in number."""
     transform = build_train_transform(size) if augment else None
     images, labels = [], []
+
+    def add(crop: np.ndarray, label: int) -> None:
+        if transform is not None:
+            images.append((transform(crop) * 255).round().to(torch.uint8))
+        else:
+            images.append(torch.from_numpy(crop).permute(2, 0, 1).contiguous())
+        labels.append(float(label))
+
     for _ in range(n_pairs):
         for label, crop in enumerate(sbi_pair_crops(*pool.draw(rng), rng, margin, size)):
-            if transform is not None:
-                images.append((transform(crop) * 255).round().to(torch.uint8))
-            else:
-                images.append(torch.from_numpy(crop).permute(2, 0, 1).contiguous())
-            labels.append(float(label))
+            add(crop, label)
+    if fake_pool is not None:
+        for _ in range(n_fakes):
+            add(face_crop(*fake_pool.draw(rng), margin, size), 1)
+            add(face_crop(*pool.draw(rng), margin, size), 0)
     return torch.stack(images), torch.tensor(labels)
 
 
 class LateBlocks(nn.Module):
     """The trainable part of an EfficientNet-family member: blocks[k:], conv_head, bn2 and the head."""
 
-    def __init__(self, member: nn.Module, frozen_blocks: int):
+    def __init__(self, member: EfficientNet, frozen_blocks: int):
         super().__init__()
         self.member, self.k = member, frozen_blocks
 
@@ -58,7 +94,7 @@ class LateBlocks(nn.Module):
 
 
 @torch.no_grad()
-def early_features(member: nn.Module, images: torch.Tensor, frozen_blocks: int, mean, std, batch: int = 64) -> torch.Tensor:
+def early_features(member: EfficientNet, images: torch.Tensor, frozen_blocks: int, mean, std, batch: int = 64) -> torch.Tensor:
     """Output of conv_stem, bn1 and blocks[:k] for uint8 images, stored as fp16."""
     member.eval()
     out = []
@@ -76,8 +112,9 @@ def _scores(late: LateBlocks, feats: torch.Tensor, batch: int = 128) -> np.ndarr
 
 
 def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, np.ndarray],
-                      epochs: int, lr: float, schedule: str, head_only: bool, seed: int, log: Log, name: str,
-                      batch: int = 32, patience: int = 3, freeze_bn: bool = False) -> dict:
+                      epochs: int, lr: float, schedule: Schedule, head_only: bool, seed: int, log: Log, name: str,
+                      batch: int = 32, patience: int = 3, freeze_bn: bool = False,
+                      soft_targets: torch.Tensor | None = None, soft_weight: float = 0.0) -> dict:
     """Epochs over cached features with early stopping on validation AUC; best weights restored.
 
     `freeze_bn` keeps BatchNorm statistics fixed (affine weights still learn): needed for
@@ -92,11 +129,11 @@ def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4 if head_only else 1e-2)
     loss_fn = nn.BCEWithLogitsLoss()
     feats, labels = train
-    total = epochs * math.ceil(len(feats) / batch)
+    scheduler = lr_schedule(opt, schedule, epochs * math.ceil(len(feats) / batch))  # one step per batch
     gen = torch.Generator().manual_seed(seed)
     auc = binary_metrics(val[1], _scores(late, val[0]), 0.5)["roc_auc"]
     best = {"auc": auc, "epoch": 0, "state": copy.deepcopy(late.state_dict())}
-    history, stale, step, t0 = [{"epoch": 0, "val_auc": auc}], 0, 0, time.time()
+    history, stale, t0 = [{"epoch": 0, "val_auc": auc}], 0, time.time()
     log(f"{name}: start val AUC {auc:.3f}")
     for epoch in range(1, epochs + 1):
         late.train()
@@ -108,16 +145,15 @@ def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor]
         losses = []
         for i in range(0, len(order), batch):
             idx = order[i:i + batch]
-            factor = 0.5 * (1 + math.cos(math.pi * step / total)) if schedule == "cosine" else \
-                0.1 ** (int(step >= total / 2) + int(step >= 3 * total / 4))
-            for g in opt.param_groups:
-                g["lr"] = lr * factor
-            loss = loss_fn(late(feats[idx]), labels[idx])
+            out = late(feats[idx])
+            loss = loss_fn(out, labels[idx])
+            if soft_targets is not None and soft_weight:
+                loss = (1 - soft_weight) * loss + soft_weight * loss_fn(out, soft_targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            scheduler.step()
             losses.append(loss.item())
-            step += 1
         auc = binary_metrics(val[1], _scores(late, val[0]), 0.5)["roc_auc"]
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auc": auc, "seconds": time.time() - t0})
         log(f"{name}: epoch {epoch}/{epochs} loss {np.mean(losses):.4f} val AUC {auc:.3f} ({time.time() - t0:.0f} s)")

@@ -12,22 +12,19 @@ import csv
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
+from stages.crop import REGIONS, crop_face, crop_region, crop_square
 from stages.decode import IMAGE_SUFFIXES, MEDIA_SUFFIXES, DecodeLimits, MediaError, Sampling, open_media
-from stages.detect import Face, FaceDetector, crop_face, square_crop_box
+from stages.detect import Face, FaceDetector
 
 CONTEXT_MARGIN = 1.0   # context crop = face box enlarged 2x
 CONTEXT_SIZE = 320
-CACHE_VERSION = 1
-
-# Files whose frames hold more than the labelled subject. AniPortrait's outputs are side by side:
-# the reference photo (real) on the left, the generated video on the right.
-SOURCE_QUIRKS = {"Zejun-Yang/AniPortrait": "right_half"}
+CACHE_VERSION = 2      # 2: context squares slid into the frame, never edge-padded (stages/crop.py)
 
 
 @dataclass(frozen=True)
@@ -37,8 +34,8 @@ class MediaItem:
     identity: str
     split: str            # as given by the data ("train", "dev", ...) or "" for folder data
     kind: str             # "video" | "image" | "frames" (a folder of numbered frames)
-    group: str            # what the item is, for per-group evaluation tables (e.g. manipulation)
-    quirk: str = ""
+    group: str            # generator family ("none" for real), for per-family tables and balanced sampling
+    region: str = ""      # "" whole frame | left_half | right_half: the labelled half of a side-by-side file
 
 
 def _identity(row: dict) -> str:
@@ -58,11 +55,14 @@ def read_manifest(tsv: str | Path) -> list[MediaItem]:
         for row in csv.DictReader(fh, delimiter="\t"):
             path = tsv.parent / row["path"]
             kind = "frames" if path.is_dir() else ("image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")
+            region = (row.get("region") or "").strip()
+            if region not in REGIONS:
+                raise ValueError(f"{tsv}: {row['path']}: unknown region {region!r} (known: left_half, right_half)")
             items.append(MediaItem(path=path, label=int(row["label"].strip().lower() == "fake"),
                                    identity=_identity(row), split=row.get("split", ""), kind=kind,
-                                   group=row.get("manipulation") or row.get("label", ""),
-                                   quirk=SOURCE_QUIRKS.get(row.get("source_repo", ""), "")))
+                                   group=row.get("manipulation") or row.get("label", ""), region=region))
     return items
+
 
 
 def read_folder_dataset(root: str | Path) -> list[MediaItem]:
@@ -108,7 +108,7 @@ class FaceSet:
 
 
 def _context(frame: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x1, y1, x2, y2 = square_crop_box(face.box, CONTEXT_MARGIN)
+    x1, y1, x2, y2 = crop_square(face.box, CONTEXT_MARGIN, *frame.shape[:2])
     scale = CONTEXT_SIZE / (x2 - x1)
     ctx = crop_face(frame, face.box, CONTEXT_MARGIN, CONTEXT_SIZE)
     offset = np.array([x1, y1], np.float32)
@@ -119,7 +119,8 @@ def _context(frame: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray, np.
 def _read_frames(item: MediaItem, frames_per_video: int, limits: DecodeLimits) -> tuple[np.ndarray, list[np.ndarray]]:
     if item.kind == "frames":
         files = sorted(p for p in item.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        pick = np.unique(np.linspace(0, len(files) - 1, min(frames_per_video, len(files))).round().astype(int)) if files else []
+        pick: np.ndarray | list[int] = (
+            np.unique(np.linspace(0, len(files) - 1, min(frames_per_video, len(files))).round().astype(int)) if files else [])
         frames = [open_media(files[i], limits).read(np.array([0]))[0] for i in pick]
         return np.asarray(pick, dtype=np.int64), frames
     reader = open_media(item.path, limits)
@@ -129,7 +130,8 @@ def _read_frames(item: MediaItem, frames_per_video: int, limits: DecodeLimits) -
 
 def _cache_key(item: MediaItem, frames_per_video: int, detect_long_side: int) -> str:
     stat = item.path.stat()
-    raw = f"{CACHE_VERSION}|{item.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{frames_per_video}|{detect_long_side}|{item.quirk}"
+    raw = (f"{CACHE_VERSION}|{item.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{frames_per_video}|"
+           f"{detect_long_side}|{item.region}")
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
@@ -138,26 +140,33 @@ def extract_faces(item: MediaItem, detector: FaceDetector, cache_dir: Path, fram
     """The largest confident face of each sampled frame, cached on disk by file identity."""
     cache = Path(cache_dir) / f"{_cache_key(item, frames_per_video, detector.settings.detect_long_side)}.npz"
     if cache.is_file():
-        with np.load(cache) as data:
-            return FaceSet(data["contexts"], data["boxes"], data["landmarks"], data["frame_indices"])
+        try:
+            with np.load(cache) as data:
+                return FaceSet(data["contexts"], data["boxes"], data["landmarks"], data["frame_indices"])
+        except (OSError, ValueError, KeyError, EOFError):  # a damaged entry is rebuilt, not fatal
+            cache.unlink(missing_ok=True)
     indices, frames = _read_frames(item, frames_per_video, limits)
     contexts, boxes, marks, kept = [], [], [], []
     for index, frame in zip(indices, frames):
-        if item.quirk == "right_half":
-            frame = np.ascontiguousarray(frame[:, frame.shape[1] // 2:])
+        frame = crop_region(frame, item.region)
         faces = detector.detect(frame[None])[0]
         if not faces:
             continue
         face = max(faces, key=lambda f: f.size)  # the subject, not a face in the background
         ctx, box, lm = _context(frame, face)
-        contexts.append(ctx), boxes.append(box), marks.append(lm), kept.append(index)
+        contexts.append(ctx)
+        boxes.append(box)
+        marks.append(lm)
+        kept.append(index)
     size = CONTEXT_SIZE
     face_set = FaceSet(np.stack(contexts) if contexts else np.zeros((0, size, size, 3), np.uint8),
                        np.array(boxes, np.float32).reshape(-1, 4), np.array(marks, np.float32).reshape(-1, 5, 2),
                        np.array(kept, np.int64))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, contexts=face_set.contexts, boxes=face_set.boxes, landmarks=face_set.landmarks,
+    partial = cache.with_suffix(".partial.npz")  # written whole, then renamed: a crash leaves no half entry
+    np.savez(partial, contexts=face_set.contexts, boxes=face_set.boxes, landmarks=face_set.landmarks,
              frame_indices=face_set.frame_indices)
+    partial.replace(cache)
     return face_set
 
 

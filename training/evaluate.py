@@ -1,25 +1,57 @@
-"""Evaluate a detector on labelled media: frame and video level, each member and the ensemble.
+"""Evaluate a detector on labelled media with exactly the scoring path users get from `analyze`.
 
-Faces come from the same decode/detect stages as `analyze` (cached like training); video scores
-come from the aggregate stage's track strategies, so the numbers describe what users get.
+Every item goes through the same `Analyzer` as `deepfake-detect analyze` (decode, MTCNN with the
+same settings, crops cut with the detector's own margin and size, the same classifier code, the
+same tracks and aggregation). Nothing is re-cropped or re-resampled here: the numbers describe
+what a user would get for the same file. Side-by-side files are cut to their labelled half first.
+
+Levels:
+- frame: the largest face of each analysed frame (as training takes it);
+- item: the score `analyze` reports (the most fake counted person), for images and videos;
+- video: the same for videos only, under each track strategy (to choose the strategy on data).
+Per family: each generator family's items against the real items of the same kind (videos against
+real videos, images against real photos), with a bootstrap interval. Pairs: a fake whose identity
+also has a real item (an FF++ fake and its own original) wins when it scores higher.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
-from stages.detect import DetectSettings, FaceDetector
-from stages.ensemble import EnsembleDetector
-from training.data import MediaItem, extract_all, read_dataset
+from training.data import MediaItem, read_dataset
 from training.metrics import binary_metrics, bootstrap_auc_interval, save_plots
-from training.train import member_logits
 
 Log = Callable[[str], None]
+
+
+class ReportLike(Protocol):
+    """What evaluate reads of a `pipeline.report.AnalysisReport` (read-only)."""
+
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def tracks(self) -> list: ...
+    @property
+    def errors(self) -> list[str]: ...
+
+
+class ScoresFiles(Protocol):
+    """What evaluate needs of `pipeline.runner.Analyzer`: one report per file."""
+
+    @property
+    def aggregate_settings(self) -> AggregateSettings: ...
+    @property
+    def member_names(self) -> list[str]: ...
+
+    def analyze(self, path: str | Path, out_dir: Path | None = None, progress: Callable[[int], None] | None = None,
+                region: str = "") -> ReportLike: ...
 
 
 def select_items(data: str | Path, splits: list[str] | None, holdout_split_file: str | Path | None) -> list[MediaItem]:
@@ -31,87 +63,152 @@ def select_items(data: str | Path, splits: list[str] | None, holdout_split_file:
     return [i for i in items if (not splits or i.split in splits) or (i.identity in held and i.label == 0)]
 
 
-def _scores(model: EnsembleDetector, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    logits = np.stack([member_logits(m, crops) for m in model.members.values()], axis=1)
-    with torch.no_grad():
-        ens = model.combine(torch.from_numpy(logits)).numpy()
-    return ens, 1 / (1 + np.exp(-logits))
-
-
 def _metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray | None = None) -> dict:
     """binary_metrics plus the AUC's bootstrap interval (resampling `groups`: the items frames came from)."""
     return {**binary_metrics(labels, scores, threshold), "roc_auc_ci95": bootstrap_auc_interval(labels, scores, groups)}
 
 
-def evaluate(model: EnsembleDetector, items: list[MediaItem], out_dir: Path, cache_dir: Path,
-             frames_per_video: int = 16, log: Log = print) -> dict:
-    """Metrics JSON (also written to out_dir/metrics.json) and PNG plots."""
+def _largest_face_per_frame(tracks: Sequence) -> list:
+    best: dict[int, tuple[Any, Any]] = {}  # frame index -> (face size, face)
+    for track in tracks:
+        for face in track.faces:
+            size = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
+            if face.frame_index not in best or size > best[face.frame_index][0]:
+                best[face.frame_index] = (size, face)
+    return [best[k][1] for k in sorted(best)]
+
+
+def _item_scores(report: ReportLike, names: list[str], settings: AggregateSettings) -> dict[str, float]:
+    """Each model's item score under each track strategy: the most fake counted track, as `aggregate` does."""
+    counted = [t for t in report.tracks if t.counted]
+    out = {}
+    for name in names:
+        for strategy, fn in TRACK_STRATEGIES.items():
+            per_track = [fn(np.array([f.score if name == "ensemble" else f.member_scores[name] for f in t.faces]),
+                            settings) for t in counted]
+            out[f"{name}_{strategy}"] = max(per_track)
+    return out
+
+
+def score_items(analyzer: ScoresFiles, items: list[MediaItem], log: Log = print) -> list[dict]:
+    """One row per item: its analyze report's score, per-model scores, and the largest face per frame."""
+    names = list(analyzer.member_names) + ["ensemble"]
+    rows = []
+    for n, item in enumerate(items, 1):
+        report = analyzer.analyze(item.path, region=item.region)
+        row: dict = {"path": str(item.path), "label": item.label, "group": item.group, "identity": item.identity,
+                     "kind": "image" if item.kind == "image" else "video", "verdict": report.verdict,
+                     "score": report.score, "errors": list(report.errors)}
+        if report.score is not None:
+            faces = _largest_face_per_frame(report.tracks)
+            row["faces"] = [{"frame_index": f.frame_index, "score": f.score, "member_scores": f.member_scores}
+                            for f in faces]
+            row.update(_item_scores(report, names, analyzer.aggregate_settings))
+        else:
+            row["faces"] = []
+        rows.append(row)
+        if n % 20 == 0 or n == len(items):
+            log(f"scored {n}/{len(items)} items")
+    return rows
+
+
+def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
+    """Each fake family against the real items of the same kind; reals get their share flagged."""
+    out = {}
+    for family in sorted({r["group"] for r in rows if r["label"] == 1}):
+        for kind in ("video", "image"):
+            fakes = [r for r in rows if r["group"] == family and r["kind"] == kind and column in r]
+            reals = [r for r in rows if r["label"] == 0 and r["kind"] == kind and column in r]
+            if not fakes:
+                continue
+            scores = np.array([r[column] for r in fakes + reals])
+            labels = np.array([1] * len(fakes) + [0] * len(reals))
+            auc = binary_metrics(labels, scores, threshold)["roc_auc"] if reals else None
+            out[f"{family} ({kind})"] = {
+                "fakes": len(fakes), "reals": len(reals), "roc_auc": auc,
+                "roc_auc_ci95": bootstrap_auc_interval(labels, scores) if reals else None,
+                "mean_score": float(np.mean([r[column] for r in fakes])),
+                "share_flagged_fake": float(np.mean([r[column] >= threshold for r in fakes]))}
+    return out
+
+
+def _pairs(rows: list[dict], column: str) -> dict:
+    """Fakes whose identity also has a real item: does the fake score above its own original?"""
+    reals = {r["identity"]: r for r in rows if r["label"] == 0 and column in r}
+    pairs = [(r, reals[r["identity"]]) for r in rows if r["label"] == 1 and column in r and r["identity"] in reals]
+    return {"pairs": len(pairs), "fake_scores_higher": sum(f[column] > o[column] for f, o in pairs),
+            "detail": [{"fake": f["path"], "original": o["path"], "fake_score": f[column], "original_score": o[column]}
+                       for f, o in pairs]}
+
+
+def summarise(rows: list[dict], member_names: list[str], threshold: float, out_dir: Path | None = None) -> dict:
+    """Metrics of scored rows (see the module docstring for the levels)."""
+    names = list(member_names) + ["ensemble"]
+    scored = [r for r in rows if r["score"] is not None]
+    result: dict = {"threshold": threshold, "items": len(rows), "items_without_score": len(rows) - len(scored),
+                    "frame": {}, "item": {}, "video": {}}
+    frame_labels = np.array([r["label"] for r in scored for _ in r["faces"]])
+    frame_groups = np.array([k for k, r in enumerate(scored) for _ in r["faces"]])
+    for n in names:
+        frame_scores = np.array([f["score"] if n == "ensemble" else f["member_scores"][n] for r in scored for f in r["faces"]])
+        result["frame"][n] = _metrics(frame_labels, frame_scores, threshold, frame_groups)
+        item_scores = np.array([r[f"{n}_confident"] if n != "ensemble" else r["score"] for r in scored])
+        result["item"][n] = _metrics(np.array([r["label"] for r in scored]), item_scores, threshold)
+        videos = [r for r in scored if r["kind"] == "video"]
+        result["video"][n] = {s: _metrics(np.array([r["label"] for r in videos]), np.array([r[f"{n}_{s}"] for r in videos]),
+                                          threshold) for s in TRACK_STRATEGIES} if videos else {}
+    result["families"] = _family_rows(scored, threshold, "score")
+    result["families_by_member"] = {n: _family_rows(scored, threshold, f"{n}_confident") for n in member_names}
+    result["pairs"] = _pairs(scored, "score")
+    reals = [r for r in scored if r["label"] == 0]
+    result["reals_flagged_fake"] = float(np.mean([r["score"] >= threshold for r in reals])) if reals else None
+    if out_dir is not None and scored:
+        save_plots(np.array([r["label"] for r in scored]), np.array([r["score"] for r in scored]), threshold, out_dir,
+                   "item_ensemble")
+        if len(frame_labels):
+            save_plots(frame_labels, np.array([f["score"] for r in scored for f in r["faces"]]), threshold, out_dir,
+                       "frame_ensemble")
+    result["per_item"] = rows
+    return result
+
+
+def evaluate(analyzer: ScoresFiles, items: list[MediaItem], out_dir: Path, threshold: float, log: Log = print) -> dict:
+    """Score every item as `analyze` does; metrics JSON (also out_dir/metrics.json) and PNG plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
-    faces = extract_all(items, FaceDetector(DetectSettings(min_confidence=0.9)), cache_dir, frames_per_video)
-    names = list(cfg.members) + ["ensemble"]
-    frame = {n: ([], []) for n in names}
-    frame_item: list[int] = []  # which item each frame score came from: the bootstrap resamples items
-    per_item = []
-    for item in items:
-        fs = faces.get(item.path)
-        if fs is None or not len(fs):
-            per_item.append({"path": str(item.path), "label": item.label, "group": item.group, "faces": 0})
-            continue
-        # Crops cut as `analyze` cuts them by default: with the margin the detector was trained with.
-        ens, members = _scores(model, fs.crops(cfg.crop_margin, cfg.input_size))
-        columns = {**{n: members[:, k] for k, n in enumerate(cfg.members)}, "ensemble": ens}
-        frame_item.extend([len(per_item)] * len(ens))
-        for n in names:
-            frame[n][0].extend([item.label] * len(ens))
-            frame[n][1].extend(columns[n].tolist())
-        settings = AggregateSettings(threshold=cfg.threshold)
-        per_item.append({"path": str(item.path), "label": item.label, "group": item.group, "kind": item.kind,
-                         "faces": len(ens), **{f"{n}_{s}": TRACK_STRATEGIES[s](columns[n], settings)
-                                               for n in names for s in TRACK_STRATEGIES}})
-    result: dict = {"threshold": cfg.threshold, "combiner": cfg.combiner, "items": len(items),
-                    "items_without_faces": sum(1 for p in per_item if not p["faces"]), "frame": {}, "video": {},
-                    "groups": {}}
-    frame_groups = np.array(frame_item)
-    for n in names:
-        labels, scores = np.array(frame[n][0]), np.array(frame[n][1])
-        result["frame"][n] = _metrics(labels, scores, cfg.threshold, frame_groups)
-        if n == "ensemble":
-            save_plots(labels, scores, cfg.threshold, out_dir, "frame_ensemble")
-    videos = [p for p in per_item if p["faces"] and p.get("kind") in ("video", "frames")]
-    video_labels = np.array([p["label"] for p in videos])
-    for n in names:
-        result["video"][n] = {s: _metrics(video_labels, np.array([p[f"{n}_{s}"] for p in videos]), cfg.threshold)
-                              for s in TRACK_STRATEGIES} if videos else {}
-    if videos:
-        save_plots(video_labels, np.array([p["ensemble_confident"] for p in videos]), cfg.threshold, out_dir,
-                   "video_ensemble")
-    for group in sorted({p["group"] for p in per_item}):
-        rows = [p for p in per_item if p["group"] == group and p["faces"]]
-        if rows:
-            scores = np.array([p["ensemble_confident"] for p in rows])
-            result["groups"][group] = {"items": len(rows), "label": rows[0]["label"],
-                                       "mean_score": float(scores.mean()),
-                                       "share_flagged_fake": float((scores >= cfg.threshold).mean())}
-    result["per_item"] = per_item
+    rows = score_items(analyzer, items, log)
+    result = summarise(rows, list(analyzer.member_names), threshold, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
 
 def summary_lines(result: dict) -> list[str]:
     """A compact table for the terminal and the model card."""
-    lines = ["| level | model | AUC [95 % CI] | accuracy | precision | recall | F1 | ECE | n |", "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+
+    def auc(m: dict) -> str:
+        ci = m.get("roc_auc_ci95")
+        return fmt(m["roc_auc"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    lines = ["| level | model | AUC [95 % CI] | accuracy | precision | recall | F1 | ECE | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def row(level: str, name: str, m: dict) -> str:
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        ci = m.get("roc_auc_ci95")
-        auc = fmt(m["roc_auc"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-        return (f"| {level} | {name} | {auc} | {fmt(m['accuracy'])} | {fmt(m['precision'])} | "
+        return (f"| {level} | {name} | {auc(m)} | {fmt(m['accuracy'])} | {fmt(m['precision'])} | "
                 f"{fmt(m['recall'])} | {fmt(m['f1'])} | {fmt(m['ece'])} | {m['count']} |")
 
-    for name, m in result["frame"].items():
-        lines.append(row("frame", name, m))
+    for level in ("frame", "item"):
+        for name, m in result[level].items():
+            lines.append(row(level, name, m))
     for name, by_strategy in result["video"].items():
         for strategy, m in by_strategy.items():
             lines.append(row(f"video ({strategy})", name, m))
+    lines += ["", "| family (kind) | fakes | reals | AUC [95 % CI] | mean score | flagged fake |", "|---|---|---|---|---|---|"]
+    for family, m in result["families"].items():
+        lines.append(f"| {family} | {m['fakes']} | {m['reals']} | {auc(m)} | {m['mean_score']:.3f} | "
+                     f"{100 * m['share_flagged_fake']:.0f} % |")
+    pairs = result["pairs"]
+    if pairs["pairs"]:
+        lines.append(f"\npairs: {pairs['fake_scores_higher']} of {pairs['pairs']} fakes score above their own original")
+    if result["reals_flagged_fake"] is not None:
+        lines.append(f"real items flagged fake: {100 * result['reals_flagged_fake']:.1f} %")
     return lines

@@ -5,13 +5,24 @@ score is >= the threshold (the same convention as `sklearn.metrics.roc_curve`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import (ConfusionMatrixDisplay, RocCurveDisplay, accuracy_score, confusion_matrix,
-                             f1_score, precision_score, recall_score, roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    RocCurveDisplay,
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def _as_arrays(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +150,9 @@ def _plot_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float, pa
     edges = np.histogram_bin_edges(scores, bins=30)
     for value, name in ((0, "real"), (1, "fake")):
         if np.any(labels == value):
-            ax.hist(scores[labels == value], bins=edges, alpha=0.6, label=f"{name} (n={np.sum(labels == value)})")
+            # matplotlib's stubs omit arrays for `bins`, which it takes as edges like any sequence
+            ax.hist(scores[labels == value], bins=cast(Sequence[float], edges), alpha=0.6,
+                    label=f"{name} (n={np.sum(labels == value)})")
     ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
     ax.set_xlabel("score (probability fake)")
     ax.set_ylabel("count")

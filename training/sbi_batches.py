@@ -1,7 +1,7 @@
 """Batches of real faces and their self-blended pseudo-fakes, cut exactly as inference cuts crops."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,23 +12,46 @@ from training.self_blend import self_blend_pair
 
 
 class FacePool:
-    """All training faces, drawn identity-balanced so a long clip does not dominate a short one."""
+    """Faces drawn level by level, uniformly at each level, so that no clump dominates.
 
-    def __init__(self, face_sets: list[tuple[str, FaceSet]]):
+    Each entry is keyed by a path of levels, e.g. (identity,) for real faces or (family, identity)
+    for real fakes: a draw picks a family uniformly, then an identity within it, then a face. FF++
+    and talking-head families come as clumps of near-identical clips of one person; drawn per face,
+    one long clip would outweigh a whole family of short ones.
+    """
+
+    def __init__(self, face_sets: Sequence[tuple[str | tuple[str, ...], FaceSet]]):
+        self.tree: dict = {}
+        for key, fs in face_sets:
+            path = (key,) if isinstance(key, str) else tuple(key)
+            if not len(fs):
+                continue
+            node = self.tree
+            for level in path[:-1]:
+                node = node.setdefault(level, {})
+            node.setdefault(path[-1], []).extend((fs, k) for k in range(len(fs)))
         self.by_identity: dict[str, list[tuple[FaceSet, int]]] = {}
-        for identity, fs in face_sets:
-            self.by_identity.setdefault(identity, []).extend((fs, k) for k in range(len(fs)))
-        self.by_identity = {k: v for k, v in self.by_identity.items() if v}
+        self._collect(self.tree, ())
         self.identities = sorted(self.by_identity)
         if not self.identities:
             raise ValueError("no faces to train on")
+
+    def _collect(self, node: dict, path: tuple[str, ...]) -> None:
+        for key, child in node.items():
+            if isinstance(child, dict):
+                self._collect(child, path + (key,))
+            else:
+                self.by_identity["/".join(path + (key,))] = child
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_identity.values())
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        faces = self.by_identity[self.identities[rng.integers(len(self.identities))]]
-        fs, k = faces[rng.integers(len(faces))]
+        node: dict | list = self.tree
+        while isinstance(node, dict):
+            keys = sorted(node)
+            node = node[keys[rng.integers(len(keys))]]
+        fs, k = node[rng.integers(len(node))]
         return fs.contexts[k], fs.boxes[k], fs.landmarks[k]
 
 
@@ -41,6 +64,11 @@ def sbi_pair_crops(context: np.ndarray, box: np.ndarray, landmarks: np.ndarray, 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def face_crop(context: np.ndarray, box: np.ndarray, landmarks: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """The classifier crop of one pooled face, as inference cuts it."""
+    return crop_face(context, box, margin, size)
 
 
 def sbi_batch(pool: FacePool, n_pairs: int, rng: np.random.Generator, transform: Callable[[np.ndarray], torch.Tensor],
@@ -63,3 +91,10 @@ def fixed_sbi_set(pool: FacePool, n_pairs: int, seed: int, margin: float, size: 
         crops += [real, fake]
         labels += [0, 1]
     return np.stack(crops), np.array(labels)
+
+
+def fixed_face_set(pool: FacePool, n: int, seed: int, label: int, margin: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic set of `n` plain crops from `pool` (e.g. held-out real fakes), all labelled `label`."""
+    rng = np.random.default_rng(seed)
+    crops = [face_crop(*pool.draw(rng), margin, size) for _ in range(n)]
+    return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8), np.full(n, label)
