@@ -430,5 +430,9 @@ def test_interrupted_run_resumes_after_the_last_finished_member(trained, dataset
     assert not any("finetune: epoch" in line for line in log)  # the member was not trained again
     # the resumed run ends with the detector an uninterrupted run made
     assert load_detector(out).config.sha256 == load_detector(trained.out).config.sha256
-    phases = load_detector(out).config.training["phases"]
+    training = load_detector(out).config.training
+    phases = training["phases"]
     assert {"faces_s", "train_set_s", f"member_{MEMBER}_s", "combine_calibrate_s", "total_s"} <= set(phases)
+    # the resumed member's phase shows the time its training took, not the moment it took to load
+    assert training["resumed_members"] == [MEMBER] and phases[f"member_{MEMBER}_s"] > 0
+    assert phases["total_s"] >= phases[f"member_{MEMBER}_s"]

@@ -446,18 +446,24 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     checkpoints = Checkpoints(Path(cache_dir) / "members", cfg,
                               _pool_digest(train_pool) + _pool_digest(fake_pool) + _pool_digest(held_pool))
     trained: dict[str, nn.Module] = {}
+    resumed: list[str] = []  # members taken from an earlier (interrupted or shared) run's checkpoints
     for name, recipe in cfg.members.items():
         member = create_member(name, cfg.drop_rate)
         result = checkpoints.load(name, member)
         if result is not None:
             log(f"{name}: resumed from {checkpoints.folder} (finished in an earlier run)")
+            # the phase took what it took when it ran, not the seconds it takes to load it now
+            phases[f"member_{name}_s"] = float(result.get("seconds", 0.0))
+            resumed.append(name)
+            t = time.time()
         else:
             member, result = _train_member(name, recipe, cfg, (train_pool, fake_pool), train_set, val, trained, rng, log)
+            result["seconds"] = round(time.time() - t, 1)
             checkpoints.save(name, member, result)
+            t = mark(f"member_{name}_s", t)
         ensemble.members[name].load_state_dict(member.state_dict())
         trained[name] = member
         report["members"][name] = result
-        t = mark(f"member_{name}_s", t)
 
     logits = np.stack([member_logits(m, val[0]) for m in ensemble.members.values()], axis=1)
     stack_auc, mean_auc = _stacking_cv(logits, val[1], cfg.seed)
@@ -480,10 +486,12 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
                           "holdout_metrics": binary_metrics(val[1], probs, ensemble.config.threshold)}
     mark("combine_calibrate_s", t)
     report["seconds"] = time.time() - started
-    phases["total_s"] = round(report["seconds"], 1)
+    # a resumed run's total counts the resumed members' own training time as well
+    phases["total_s"] = round(report["seconds"] + sum(phases[f"member_{n}_s"] for n in resumed), 1)
+
     report["phases"] = phases
     ensemble.config.training = {"data": str(cfg.data), "faces": report["faces"], "combiner": report["combiner"],
-                                "seconds": round(report["seconds"]), "phases": phases,
+                                "seconds": round(report["seconds"]), "phases": phases, "resumed_members": resumed,
                                 "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "data")}}
     save_detector(ensemble, out)
     (out / "train_report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
