@@ -143,10 +143,10 @@ class Analyzer:
         try:
             reader = open_media(path, self.config.limits)
             self._describe_input(report, path, reader)
-            self._analyze_frames(report, reader, progress, region)
+            left_out = self._analyze_frames(report, reader, progress, region)
             report.timings["total_s"] = time.perf_counter() - started
             if out_dir is not None and self.outputs:
-                self._write_outputs(report, reader, out_dir)
+                self._write_outputs(report, reader, out_dir, left_out)
         except MediaError as exc:
             report.errors.append(str(exc))
         except torch.cuda.OutOfMemoryError:
@@ -171,15 +171,18 @@ class Analyzer:
                                    f"(source {info.source_width}x{info.source_height}, over the pixel cap)")
 
     def _analyze_frames(self, report: AnalysisReport, reader: MediaReader,
-                        progress: Callable[[int], None] | None, region: str = "") -> None:
+                        progress: Callable[[int], None] | None, region: str = "") -> frozenset[int]:
+        """Fill in the report's verdict; returns the sampled frames left out as damaged."""
         timer = _Timer()
         indices = reader.sample(self.config.sampling)
         tracker = FaceTracker(self.config.track)
         faces: list[FaceScore] = []
         dropped = 0          # sampled frames that could not be decoded or came out damaged
+        left_out: set[int] = set()
         too_small = ""       # set when the frames cannot hold a face MTCNN could find
         for batch in _prefetch(reader.batches(indices, self.config.chunk_size), timer):
             dropped += len(batch.dropped)
+            left_out.update(int(i) for i in batch.dropped)
             if len(batch):
                 if region:
                     batch = dataclasses.replace(batch, frames=np.stack([crop_region(f, region) for f in batch.frames]))
@@ -214,6 +217,7 @@ class Analyzer:
                                        f"({decoded} of {len(indices)})")
         if len(indices) < self._requested_frames(reader):
             report.warnings.append(f"sampled frames capped at {self.config.limits.max_frames}")
+        return frozenset(left_out)
 
     def _too_small_for_faces(self, frame_shape: tuple[int, ...]) -> str:
         """A warning when frames of this (height, width) are too small for MTCNN to find any face
@@ -259,7 +263,7 @@ class Analyzer:
         return out
 
     def analysed_input(self, report: AnalysisReport, reader: MediaReader, out_dir: Path,
-                       detailed_frames: Set[int] = frozenset()) -> AnalysedInput:
+                       detailed_frames: Set[int] = frozenset(), left_out: Set[int] = frozenset()) -> AnalysedInput:
         """What the output writers get for one analysed input. Grad-CAM runs here, once per face;
         faces in `detailed_frames` keep full-size maps, the others only the small map."""
         detect = self.face_detector.settings  # the margin and size actually used, resolved from the detector
@@ -269,16 +273,19 @@ class Analyzer:
         return AnalysedInput(
             report=report, reader=reader, crop_margin=margin, crop_size=size,
             member_names=tuple(self.model.config.members),
-            sampled=tuple(int(i) for i in reader.sample(self.config.sampling)), out_dir=Path(out_dir),
+            # the frames actually analysed: damaged ones were left out and are not marked as analysed
+            sampled=tuple(int(i) for i in reader.sample(self.config.sampling) if int(i) not in left_out),
+            out_dir=Path(out_dir),
             explanations=MappingProxyType(explanations))  # read-only: writers share it
 
-    def _write_outputs(self, report: AnalysisReport, reader: MediaReader, out_dir: Path) -> None:
+    def _write_outputs(self, report: AnalysisReport, reader: MediaReader, out_dir: Path,
+                       left_out: Set[int] = frozenset()) -> None:
         """Explain the faces once, run every writer on that one frozen result, and record what they
         wrote: the report changes here only, never inside a writer."""
         t0 = time.perf_counter()
         try:
             detailed = frozenset().union(*(writer.detailed_frames(report) for writer in self.outputs))
-            analysed = self.analysed_input(report, reader, out_dir, detailed)
+            analysed = self.analysed_input(report, reader, out_dir, detailed, left_out)
         except Exception as exc:  # without heatmaps no writer can draw; the verdict still stands
             log.warning("explaining the faces of %s failed", report.input.path, exc_info=True)
             report.warnings.append(f"explain failed: {exc}")

@@ -291,3 +291,28 @@ def test_analyze_folder_of_odd_files(weights_dir, clips, media, tmp_path, capfd)
     assert local["input"]["decode_errors"] == 1 and not any("fewer than half" in w for w in local["warnings"])
     assert result.exit_code in (1, 2)  # 1 if the random-weight detector calls a good file fake
     assert "error while decoding" not in capfd.readouterr().err
+
+
+def test_outputs_do_not_mark_damaged_frames_as_analysed(weights_dir, media, tmp_path):
+    """The annotated video's timeline marks analysed frames: frames left out as damaged are not."""
+    from pipeline.config import load_config
+    from pipeline.runner import Analyzer
+
+    class Recorder:  # an output writer that keeps what it is given
+        timing_key = "record_s"
+        seen: list = []
+
+        def detailed_frames(self, report):
+            return frozenset()
+
+        def write(self, analysed):
+            self.seen.append(analysed)
+            return {}
+
+    analyzer = Analyzer(load_config(None, {"weights": str(weights_dir), "device": "cpu", "sampling.value": 40}))
+    recorder = Recorder()
+    analyzer.outputs = [recorder]
+    report = analyzer.analyze(media["damaged_local"], out_dir=tmp_path)
+    assert report.input.decode_errors == 8  # frames 24-31, as the decode test pins
+    sampled = recorder.seen[0].sampled
+    assert len(sampled) == 32 and not set(sampled) & set(range(24, 32))
