@@ -1,6 +1,8 @@
 """Batches of real faces and their self-blended pseudo-fakes, cut exactly as inference cuts crops."""
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -42,6 +44,18 @@ class FacePool:
                 self._collect(child, path + (key,))
             else:
                 self.by_identity["/".join(path + (key,))] = child
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """sha1 of the faces themselves (computed once), so another dataset never hits a cache entry."""
+        content = hashlib.sha1()
+        for identity in self.identities:
+            content.update(identity.encode())
+            for fs, k in self.by_identity[identity]:
+                content.update(fs.boxes[k].tobytes())
+                content.update(fs.landmarks[k].tobytes())
+                content.update(np.ascontiguousarray(fs.contexts[k][::8, ::8]).tobytes())
+        return content.hexdigest()
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_identity.values())

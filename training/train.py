@@ -194,15 +194,7 @@ def distill_backbone(student_arch: str, teacher_path: str, pool: FacePool, steps
 
 
 def _pool_digest(pool: FacePool | None) -> str:
-    content = hashlib.sha1()  # the faces themselves, so another dataset never hits a cache entry
-    if pool:  # None or empty: the digest of nothing
-        for identity in pool.identities:
-            content.update(identity.encode())
-            for fs, k in pool.by_identity[identity]:
-                content.update(fs.boxes[k].tobytes())
-                content.update(fs.landmarks[k].tobytes())
-                content.update(np.ascontiguousarray(fs.contexts[k][::8, ::8]).tobytes())
-    return content.hexdigest()
+    return pool.digest if pool else hashlib.sha1().hexdigest()  # None: the digest of nothing
 
 
 def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
@@ -316,7 +308,8 @@ class Checkpoints:
         self.cfg, self.data_digest = cfg, data_digest
 
     def _paths(self, name: str) -> tuple[Path, Path]:
-        return self.folder / f"{self.stem(name)}.safetensors", self.folder / f"{self.stem(name)}.json"
+        stem = self.stem(name)
+        return self.folder / f"{stem}.safetensors", self.folder / f"{stem}.json"
 
     def stem(self, name: str) -> str:
         # distillation settings belong to the members that distil, not to the whole run: a run that
