@@ -49,8 +49,8 @@ def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, out: str, 
     labelled DATA (a manifest TSV or a folder with real/ and fake/): per frame, item, video, generator
     family and fake/original pair. Every file is scored by the same pipeline as `analyze`, with the
     same options."""
+    from training.evaluate import data_root, select_items, summary_lines
     from training.evaluate import evaluate as run_evaluation
-    from training.evaluate import select_items, summary_lines
 
     try:
         items = select_items(data, list(splits) or None, holdout)
@@ -61,6 +61,6 @@ def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, out: str, 
     analyzer = make_analyzer(config_from_options(**options))
     threshold = analyzer.aggregate_settings.threshold
     assert threshold is not None  # Analyzer resolves it (the detector's own when not given)
-    result = run_evaluation(analyzer, items, Path(out), threshold, log=click.echo)
+    result = run_evaluation(analyzer, items, Path(out), threshold, log=click.echo, root=data_root(data))
     click.echo("\n".join(summary_lines(result)))
     click.echo(f"metrics and plots in {out}")

@@ -90,13 +90,30 @@ def _item_scores(report: ReportLike, names: list[str], settings: AggregateSettin
     return out
 
 
-def score_items(analyzer: ScoresFiles, items: list[MediaItem], log: Log = print) -> list[dict]:
+def data_root(source: str | Path) -> Path:
+    """The folder item paths are given relative to: a manifest's folder, or the real/ fake/ folder."""
+    source = Path(source)
+    return source.parent if source.is_file() else source
+
+
+def shown_path(path: Path, root: Path | None) -> str:
+    """An item's path as metrics.json records it: relative to the data's root, so that published
+    metrics name files within the data set, not on the machine that evaluated them."""
+    if root is not None:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def score_items(analyzer: ScoresFiles, items: list[MediaItem], log: Log = print, root: Path | None = None) -> list[dict]:
     """One row per item: its analyze report's score, per-model scores, and the largest face per frame."""
     names = list(analyzer.member_names) + ["ensemble"]
     rows = []
     for n, item in enumerate(items, 1):
         report = analyzer.analyze(item.path, region=item.region)
-        row: dict = {"path": str(item.path), "label": item.label, "group": item.group, "identity": item.identity,
+        row: dict = {"path": shown_path(item.path, root), "label": item.label, "group": item.group, "identity": item.identity,
                      "kind": "image" if item.kind == "image" else "video", "verdict": report.verdict,
                      "score": report.score, "errors": list(report.errors)}
         if report.score is not None:
@@ -172,10 +189,12 @@ def summarise(rows: list[dict], member_names: list[str], threshold: float, out_d
     return result
 
 
-def evaluate(analyzer: ScoresFiles, items: list[MediaItem], out_dir: Path, threshold: float, log: Log = print) -> dict:
-    """Score every item as `analyze` does; metrics JSON (also out_dir/metrics.json) and PNG plots."""
+def evaluate(analyzer: ScoresFiles, items: list[MediaItem], out_dir: Path, threshold: float, log: Log = print,
+             root: Path | None = None) -> dict:
+    """Score every item as `analyze` does; metrics JSON (also out_dir/metrics.json, item paths relative
+    to `root`) and PNG plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = score_items(analyzer, items, log)
+    rows = score_items(analyzer, items, log, root)
     result = summarise(rows, list(analyzer.member_names), threshold, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
