@@ -1,5 +1,5 @@
-"""The watch daemon's analysis child: a long-lived process that loads the model once and analyses
-the files it is sent, supervised by `AnalysisProcess` in the daemon.
+"""The analysis child of the watch daemon and the server: a long-lived process that loads the model
+once and analyses the files it is sent, supervised by `AnalysisProcess` in the daemon.
 
 Why a process and not a thread: a decoder that hangs or segfaults on a hostile file must not take
 the daemon with it, and a thread cannot be killed. A fresh process per file would reload the
@@ -29,10 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.report import ModelInfo
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from pipeline.config import AnalysisConfig
 
 READY_TIMEOUT_S = 600.0   # model load in a fresh analysis process
+
+Progress = Callable[[int, int], None]   # (sampled frames done, sampled frames in all)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -55,20 +59,19 @@ def _analysis_process(conn: Connection, config: AnalysisConfig, render: bool, th
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import torch
 
     from pipeline.outputs import build_output_writers
     from pipeline.runner import Analyzer
+    from pipeline.threads import thread_policy
 
-    torch.set_num_threads(max(1, threads))
     try:
-        analyzer = Analyzer(config)
+        analyzer = Analyzer(config, threads=thread_policy(threads=threads))
         render_settings = dataclasses.replace(config.render, enabled="on" if render else "off")
         analyzer.outputs = build_output_writers(render_settings, n_inputs=1)
     except Exception as exc:  # noqa: BLE001 - reported to the daemon, which stops with the message
         conn.send(("fatal", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
         return
-    conn.send(("ready", (analyzer.model_info, analyzer.aggregate_settings.threshold)))
+    conn.send(("ready", (analyzer.model_info, analyzer.aggregate_settings.threshold, analyzer.backend)))
     while True:
         try:
             message = conn.recv()
@@ -76,9 +79,15 @@ def _analysis_process(conn: Connection, config: AnalysisConfig, render: bool, th
             return
         if message is None:
             return
-        path, out_dir = message
+        path, out_dir, input_config, want_progress = message
+
+        def progress(done: int, total: int) -> None:
+            conn.send(("progress", (done, total)))
+
         try:
-            conn.send(("report", analyzer.analyze(path, out_dir=out_dir)))
+            with analyzer.settings_for_input(input_config):
+                report = analyzer.analyze(path, out_dir=out_dir, progress=progress if want_progress else None)
+            conn.send(("report", report))
         except Exception as exc:  # noqa: BLE001 - e.g. a report that cannot be pickled
             conn.send(("error", f"internal error: {type(exc).__name__}: {exc}"))
 
@@ -137,6 +146,7 @@ class AnalysisProcess:
         self.conn: Connection | None = None
         self.model_info: ModelInfo | None = None
         self.threshold: float | None = None
+        self.backend: str | None = None       # "onnx" or "torch", as the child resolved "auto"
         self._lock = threading.RLock()   # reentrant: restart() calls kill(), start(), wait_ready()
         self._closed = False
 
@@ -171,7 +181,7 @@ class AnalysisProcess:
                     except (EOFError, OSError):
                         break
                     if kind == "ready":
-                        self.model_info, self.threshold = payload
+                        self.model_info, self.threshold, self.backend = payload
                         return
                     self.kill()
                     raise WorkerStartError(payload)
@@ -188,17 +198,26 @@ class AnalysisProcess:
             self.wait_ready(stop=stop)
 
     def analyze(self, path: Path, out_dir: Path | None, timeout: float, stop: threading.Event, grace: float,
-                hurry: threading.Event) -> tuple[str, Any]:
+                hurry: threading.Event, progress: Progress | None = None,
+                config: AnalysisConfig | None = None) -> tuple[str, Any]:
         """-> ("report", report) | ("error", message) | ("timeout", seconds) | ("crashed", exit code) |
         ("abandoned", None): stop was requested and the file did not finish within `grace` (or a
-        second signal set `hurry`), or the process was closed by the daemon's shutdown."""
+        second signal set `hurry`), or the process was closed by the daemon's shutdown.
+
+        `progress(done, total)` is called (on this thread) as the child gets through the sampled
+        frames; `config` analyses this one input with other settings, which may differ from the
+        process's only in PER_INPUT_SETTINGS (the rest was fixed when the model loaded)."""
+        if config is not None:
+            from pipeline.config import check_per_input
+
+            check_per_input(self.config, config)  # here too: refused before the child is bothered
         with self._lock:
             if self._closed:
                 return "abandoned", None
             if self.proc is None or self.conn is None:
                 return "crashed", None   # killed after a timeout and not restarted
             try:
-                self.conn.send((path, out_dir))
+                self.conn.send((path, out_dir, config, progress is not None))
             except (OSError, EOFError):
                 return "crashed", self.proc.exitcode
             started = time.monotonic()
@@ -207,10 +226,16 @@ class AnalysisProcess:
                 if self.conn.poll(0.1):
                     try:
                         result: tuple[str, Any] = self.conn.recv()
-                        return result
                     except (EOFError, OSError):
                         self.proc.join(2)
                         return "crashed", self.proc.exitcode
+                    if result[0] != "progress":
+                        return result
+                    if progress is not None:
+                        try:
+                            progress(*result[1])
+                        except Exception:  # noqa: BLE001 - a failed progress note must not lose the result
+                            log.warning("progress callback failed", exc_info=True)
                 if not self.proc.is_alive():
                     return "crashed", self.proc.exitcode
                 now = time.monotonic()

@@ -43,7 +43,10 @@ def analysis_options(func: F) -> F:
         click.option("--threshold", type=float, help="Fake threshold (default: the detector's own)."),
         click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
         click.option("--weights", type=click.Path(file_okay=False), help="Detector folder (default: weights/)."),
-        click.option("--batch-size", type=int, help="Face crops per forward pass."),
+        click.option("--batch-size", type=int, help="Face crops per forward pass (default: the backend's best)."),
+        click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]),
+                     help="auto (default): ONNX Runtime on CPU, PyTorch on a GPU."),
+        click.option("--threads", type=int, help="CPU threads per analysis (default: the cores, shared among workers)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -64,12 +67,14 @@ def _sampling_overrides(frames: int | None, fps: float | None, every: int | None
 
 def config_from_options(config_file: str | None, sets: tuple[str, ...], frames: int | None, fps: float | None,
                         every: int | None, threshold: float | None, device: str | None, weights: str | None,
-                        batch_size: int | None, **extra: Any) -> AnalysisConfig:
+                        batch_size: int | None, backend: str | None = None, threads: int | None = None,
+                        **extra: Any) -> AnalysisConfig:
     """The analysis settings from `analysis_options` (plus dotted `extra` keys), checked whole
     before anything heavy loads: a wrong setting is one line naming its key."""
     from pipeline.config import ConfigError, load_config, parse_set_option
 
     overrides = {"aggregate.threshold": threshold, "device": device, "weights": weights, "batch_size": batch_size,
+                 "backend": backend, "threads": threads,
                  **_sampling_overrides(frames, fps, every), **extra}
     try:
         values = parse_set_option(sets)

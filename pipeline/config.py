@@ -47,9 +47,26 @@ class AnalysisConfig:
     aggregate: AggregateSettings = AggregateSettings()
     render: RenderSettings = RenderSettings()
     device: str = "auto"
-    batch_size: Annotated[int, Ge(1)] = 64   # face crops per forward pass
+    # auto: ONNX Runtime on CPU (same scores, about twice as fast), PyTorch on a GPU
+    backend: Literal["auto", "onnx", "torch"] = "auto"
+    threads: Annotated[int, Ge(1)] | None = None  # CPU threads per analysis; None: pipeline/threads.py decides
+    batch_size: Annotated[int, Ge(1)] | None = None  # face crops per forward pass; None: the backend's best
     chunk_size: Annotated[int, Ge(1)] = 16   # frames decoded per chunk (memory is bounded by this)
     weights: str = str(DEFAULT_WEIGHTS)
+
+
+# What may differ between two inputs analysed by one loaded model (`Analyzer.settings_for_input`);
+# the rest (device, backend, threads, detector, batch size, face detection) is fixed when it loads.
+PER_INPUT_SETTINGS = ("sampling", "limits", "track", "aggregate", "render", "chunk_size")
+
+
+def check_per_input(base: AnalysisConfig, config: AnalysisConfig) -> None:
+    """Raise ValueError when `config` differs from `base` in a setting fixed at model load."""
+    fixed = [f.name for f in dataclasses.fields(AnalysisConfig)
+             if f.name not in PER_INPUT_SETTINGS and getattr(config, f.name) != getattr(base, f.name)]
+    if fixed:
+        raise ValueError(f"settings {', '.join(fixed)} are fixed when the model loads; only "
+                         f"{', '.join(PER_INPUT_SETTINGS)} may differ per input")
 
 
 def _unknown_keys(cls: type, data: Any, where: str) -> None:

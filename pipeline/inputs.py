@@ -7,7 +7,9 @@ fails on its own with a one-line reason.
 """
 from __future__ import annotations
 
+import csv
 import glob
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,3 +72,21 @@ def expand_inputs(items: list[str] | tuple[str, ...]) -> InputList:
         else:
             result.problems.append((item, "no such file or folder"))
     return result
+
+
+def read_path_list(list_file: Path) -> list[str]:
+    """The inputs listed in `list_file` (`analyze --from-list`), for `expand_inputs`: a CSV with a
+    `path` column, or one path per line (blank lines and lines starting with `#` skipped).
+    Relative paths are relative to the list's folder, so a list works from any directory."""
+    # surrogateescape: a listed name that is not UTF-8 still names its file (os.fsencode round trip)
+    text = Path(list_file).read_text(encoding="utf-8", errors="surrogateescape")
+    lines = [line.strip() for line in text.splitlines()]
+    header = next(csv.reader([next((line for line in lines if line), "")]), [])
+    if "path" in (cell.strip().lower() for cell in header):
+        rows = csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if line.strip())))
+        column = next(name for name in rows.fieldnames or [] if name.strip().lower() == "path")
+        listed = [(row.get(column) or "").strip() for row in rows]
+    else:
+        listed = [line for line in lines if not line.startswith("#")]
+    base = Path(list_file).parent
+    return [str(base / item) for item in listed if item]

@@ -3,9 +3,14 @@
 Decoding runs in a producer thread that fills a bounded queue, so the CPU decodes the next chunk
 while detection and classification work on the current one; the queue bound (and the chunk size)
 keep memory flat however long the video is. The model loads once per `Analyzer`.
+
+On CPU the networks run in ONNX Runtime (`backend: auto` or `onnx`), exported once from the
+detector's safetensors and cached (`pipeline/model_cache.py`); the PyTorch detector is then
+loaded only when Grad-CAM needs it, so a `--no-render` run never imports timm.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -21,15 +26,24 @@ import numpy as np
 import torch
 
 from pipeline import __version__
-from pipeline.config import AnalysisConfig
+from pipeline.config import AnalysisConfig, check_per_input
 from pipeline.outputs import AnalysedInput, OutputWriter, all_faces, explain_faces, keyframe_name
 from pipeline.report import AnalysisReport, InputInfo, ModelInfo
+from pipeline.threads import ThreadPolicy, apply_thread_policy, thread_policy
 from stages.aggregate import FaceScore, aggregate
-from stages.classify import CropClassifier, pick_device
+from stages.classify import CropClassifier, OnnxCropClassifier, pick_device
 from stages.crop import crop_region
 from stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
 from stages.detect import FaceDetector
-from stages.ensemble import DetectorError, EnsembleDetector, file_sha256, load_detector
+from stages.ensemble import (
+    DetectorConfig,
+    DetectorError,
+    EnsembleDetector,
+    file_sha256,
+    load_detector,
+    load_verified_config,
+    tensors_digest,
+)
 from stages.track import FaceTracker
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam is slow to import
@@ -37,8 +51,29 @@ if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam is slow to import
 
 log = logging.getLogger(__name__)
 
+Progress = Callable[[int, int], None]   # (sampled frames done, sampled frames in all)
+
 # Below this share of sampled frames decoded cleanly, a verdict is "inconclusive" whatever the scores.
 MIN_DECODED_SHARE = 0.5
+# Face crops per forward pass when the settings leave it open: what each backend is fastest at on
+# 2 CPU cores (bench: PyTorch 27 crops/s at 16 vs 19 at 64 on CPU; a GPU wants large batches).
+TORCH_BATCH, ONNX_BATCH = 64, 32
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """"onnx" (ONNX Runtime) or "torch" for `backend` on `device`; auto: ONNX Runtime on CPU."""
+    if backend == "onnx" and device.type != "cpu":
+        raise ValueError(f"backend onnx runs on the CPU only; use --backend torch with --device {device}")
+    if backend == "torch" or device.type != "cpu":
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if backend == "onnx":
+            raise ValueError("backend onnx needs the onnxruntime package (pip install onnxruntime)") from None
+        log.info("onnxruntime is not installed: scoring with PyTorch")
+        return "torch"
+    return "onnx"
 
 
 @dataclass
@@ -89,30 +124,59 @@ def _prefetch(batches: Iterator[FrameBatch], timer: _Timer, depth: int = 2) -> I
 class Analyzer:
     """Analyse media files with one loaded detector. `analyze` never raises for a bad input."""
 
-    def __init__(self, config: AnalysisConfig, model: EnsembleDetector | None = None):
+    def __init__(self, config: AnalysisConfig, model: EnsembleDetector | None = None,
+                 threads: ThreadPolicy | None = None):
+        """`model`: an already loaded detector (tests, the bench); default: the one in config.weights.
+        `threads`: this analysis's share of the CPU (pipeline/threads.py), applied to the whole
+        process: one Analyzer per process (default: all cores, or config.threads)."""
         self.config = config
         self.device = pick_device(config.device)
-        if model is None:
-            model = load_detector(config.weights, self.device)
-        if not model.config.trained:
+        self.backend = resolve_backend(config.backend, self.device)
+        self.threads = threads or thread_policy(threads=config.threads)
+        apply_thread_policy(self.threads)
+        if model is not None:
+            self.detector_config: DetectorConfig = model.config
+            self._weights_digest = model.config.sha256 or tensors_digest(model)
+        else:
+            self.detector_config = load_verified_config(config.weights)
+            self._weights_digest = str(self.detector_config.sha256)
+        if not self.detector_config.trained:
             raise DetectorError(
                 f"the detector in {config.weights} is not trained; refusing to report verdicts from an "
                 "untrained network (train one with `deepfake-detect train`, or pass --weights DIR)")
-        self.model = model
-        self.classifier = CropClassifier(model, self.device, config.batch_size)
+        self._model = model
+        self.classifier: CropClassifier | OnnxCropClassifier
+        nets = None
+        if self.backend == "onnx":
+            from pipeline.model_cache import detector_onnx, mtcnn_onnx
+            from stages.onnx_models import make_session
+
+            onnx_path = detector_onnx(self.detector_config, self._weights_digest, lambda: self.model)
+            self.classifier = OnnxCropClassifier(make_session(onnx_path, self.threads.compute), self.detector_config,
+                                                 config.batch_size or ONNX_BATCH)
+            nets = {name: make_session(path, self.threads.compute) for name, path in mtcnn_onnx().items()}
+        else:
+            self.classifier = CropClassifier(self.model, self.device, config.batch_size or TORCH_BATCH)
         detect = config.detect
         if detect.crop_margin is None:  # cut crops as the members saw them in training
-            detect = dataclasses.replace(detect, crop_margin=model.config.crop_margin)
-        self.face_detector = FaceDetector(detect, self.device)
+            detect = dataclasses.replace(detect, crop_margin=self.detector_config.crop_margin)
+        self.face_detector = FaceDetector(detect, self.device, nets=nets)
         threshold = config.aggregate.threshold
         self.aggregate_settings = dataclasses.replace(
-            config.aggregate, threshold=model.config.threshold if threshold is None else threshold)
+            config.aggregate, threshold=self.detector_config.threshold if threshold is None else threshold)
         self.outputs: list[OutputWriter] = []
         self._explainer: Explainer | None = None
 
     @property
+    def model(self) -> EnsembleDetector:
+        """The PyTorch detector: loaded on first use when ONNX Runtime scores (Grad-CAM needs it)."""
+        if self._model is None:
+            self._model = load_detector(self.config.weights, self.device)
+        return self._model
+
+    @property
     def member_names(self) -> list[str]:
-        return list(self.model.config.members)
+        return list(self.detector_config.members)
 
     @property
     def explainer(self) -> Explainer:
@@ -120,17 +184,42 @@ class Analyzer:
         if self._explainer is None:
             from stages.explain import Explainer
 
-            self._explainer = Explainer(self.model, self.device, batch_size=min(self.config.batch_size, 32))
+            self._explainer = Explainer(self.model, self.device, batch_size=min(self.config.batch_size or 32, 32))
         return self._explainer
 
     @property
     def model_info(self) -> ModelInfo:
-        c = self.model.config
+        c = self.detector_config
         return ModelInfo(c.name, c.version, c.sha256, list(c.members), c.combiner, str(self.device))
 
+    @contextlib.contextmanager
+    def settings_for_input(self, config: AnalysisConfig | None) -> Iterator[None]:
+        """Analyse the inputs of this block with `config` (its own sampling, threshold, rendering,
+        caps), then go back to the Analyzer's. Only settings that do not change the loaded model may
+        differ (PER_INPUT_SETTINGS); the threshold and the output writers are resolved here again."""
+        if config is None:
+            yield
+            return
+        check_per_input(self.config, config)
+        from pipeline.outputs import build_output_writers
+
+        saved = self.config, self.aggregate_settings, self.outputs
+        threshold = config.aggregate.threshold
+        self.config = config
+        self.aggregate_settings = dataclasses.replace(
+            config.aggregate, threshold=self.detector_config.threshold if threshold is None else threshold)
+        self.outputs = build_output_writers(config.render, n_inputs=1)
+        try:
+            yield
+        finally:
+            self.config, self.aggregate_settings, self.outputs = saved
+
     def analyze(self, path: str | Path, out_dir: Path | None = None,
-                progress: Callable[[int], None] | None = None, region: str = "") -> AnalysisReport:
+                progress: Progress | None = None, region: str = "") -> AnalysisReport:
         """Analyse one file; failures become a report with verdict "error" and a one-line reason.
+
+        `progress(done, total)` is called with the sampled frames done and in all: (0, total) once
+        the input is open, then after each chunk.
 
         `region` ("left_half" / "right_half") analyses only that half of every frame: the labelled
         side of a side-by-side file, as evaluation needs it.
@@ -141,7 +230,7 @@ class Analyzer:
                                 threshold=self.aggregate_settings.threshold, tool_version=__version__,
                                 sampling=dataclasses.asdict(self.config.sampling))
         try:
-            reader = open_media(path, self.config.limits)
+            reader = open_media(path, self.config.limits, self.threads.decode)
             self._describe_input(report, path, reader)
             left_out = self._analyze_frames(report, reader, progress, region)
             report.timings["total_s"] = time.perf_counter() - started
@@ -171,10 +260,13 @@ class Analyzer:
                                    f"(source {info.source_width}x{info.source_height}, over the pixel cap)")
 
     def _analyze_frames(self, report: AnalysisReport, reader: MediaReader,
-                        progress: Callable[[int], None] | None, region: str = "") -> frozenset[int]:
+                        progress: Progress | None, region: str = "") -> frozenset[int]:
         """Fill in the report's verdict; returns the sampled frames left out as damaged."""
         timer = _Timer()
         indices = reader.sample(self.config.sampling)
+        done = 0
+        if progress:
+            progress(0, len(indices))
         tracker = FaceTracker(self.config.track)
         faces: list[FaceScore] = []
         dropped = 0          # sampled frames that could not be decoded or came out damaged
@@ -189,8 +281,9 @@ class Analyzer:
                 too_small = too_small or self._too_small_for_faces(batch.frames.shape[1:3])
                 if not too_small:
                     faces.extend(self.score_batch(batch, tracker, timer))
+            done += len(batch) + len(batch.dropped)
             if progress:
-                progress(len(batch) + len(batch.dropped))
+                progress(done, len(indices))
         decoded = len(indices) - dropped
         report.input.decode_errors = dropped
         if len(indices) and not decoded:
@@ -272,7 +365,7 @@ class Analyzer:
         explanations = explain_faces(self.explainer, reader, all_faces(report), margin, size, detailed_frames)
         return AnalysedInput(
             report=report, reader=reader, crop_margin=margin, crop_size=size,
-            member_names=tuple(self.model.config.members),
+            member_names=tuple(self.detector_config.members),
             # the frames actually analysed: damaged ones were left out and are not marked as analysed
             sampled=tuple(int(i) for i in reader.sample(self.config.sampling) if int(i) not in left_out),
             out_dir=Path(out_dir),

@@ -41,6 +41,7 @@ from pipeline.analysis_process import AnalysisProcess, WorkerStartError
 from pipeline.file_moves import shown_path
 from pipeline.journal import JOURNAL_NAME, Journal
 from pipeline.report import now_iso
+from pipeline.threads import thread_policy
 from pipeline.watch_discovery import Discovery
 from pipeline.watch_status import LOCK_NAME, STATUS_NAME, fcntl
 from pipeline.watch_worker import WorkContext, Worker
@@ -132,7 +133,7 @@ class WatchDaemon:
 
     def _start_processes(self) -> list[AnalysisProcess]:
         s = self.s
-        threads = max(1, (os.cpu_count() or 1) // s.workers)
+        threads = thread_policy(concurrent=s.workers, threads=self.config.threads).compute
         procs = [AnalysisProcess(self.config, s.render, threads, f"worker-{i + 1}", self.debug) for i in range(s.workers)]
         try:
             for proc in procs:

@@ -1,4 +1,8 @@
-"""Classify stage: score face crops with the ensemble, batched, on GPU when there is one."""
+"""Classify stage: score face crops with the ensemble, batched: PyTorch on a GPU, ONNX Runtime on CPU.
+
+Both classifiers take the same crops and give the same `CropScores` (within 1e-4, checked in the
+tests and the bench); which one runs is the pipeline's choice (`backend` in the settings).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.ensemble import EnsembleDetector
+from stages.ensemble import DetectorConfig, EnsembleDetector
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -61,4 +65,29 @@ class CropClassifier:
                 prob, member_prob = self.model(x)
             ens.append(prob.float().cpu().numpy())
             mem.append(member_prob.float().cpu().numpy())
+        return CropScores(np.concatenate(ens), np.concatenate(mem))
+
+
+class OnnxCropClassifier:
+    """The same interface as `CropClassifier`, running the exported ensemble (members, combiner and
+    calibration in one graph) in an ONNX Runtime session (stages/onnx_models.py)."""
+
+    def __init__(self, session, config: DetectorConfig, batch_size: int = 32):
+        self.session = session
+        self.config = config
+        self.batch_size = batch_size
+        self.member_names = list(config.members)
+        self._input = session.get_inputs()[0].name
+
+    def score(self, crops: np.ndarray) -> CropScores:
+        if len(crops) == 0:
+            return CropScores(np.zeros(0, np.float32), np.zeros((0, len(self.member_names)), np.float32))
+        cfg = self.config
+        ens, mem = [], []
+        cpu = torch.device("cpu")
+        for start in range(0, len(crops), self.batch_size):
+            x = to_model_input(crops[start:start + self.batch_size], cfg.mean, cfg.std, cfg.input_size, cpu)
+            prob, member_prob = self.session.run(None, {self._input: x.numpy()})
+            ens.append(prob.astype(np.float32))
+            mem.append(member_prob.astype(np.float32))
         return CropScores(np.concatenate(ens), np.concatenate(mem))

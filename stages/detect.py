@@ -3,19 +3,26 @@
 MTCNN runs on a copy of the frames scaled so the long side is `detect_long_side` (its cost grows
 with pixels: 5.1 s for 32 frames at 720p against 1.2 s at 640x360 on 2 CPU threads); boxes and
 landmarks are mapped back to full-resolution coordinates and crops are cut from the full frame.
+
+facenet-pytorch's MTCNN does the work; on CPU its three nets can be ONNX Runtime sessions
+(`nets`), which give the same boxes (within 1e-4 px) in about two thirds of the time.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import cv2
 import numpy as np
-import torch
 from annotated_types import Ge, Interval
 
 from stages.crop import crop_face, crop_square, square_crop_box
+
+# torch loads with the detector, not with the settings: the server's and the daemon's parent
+# processes read the settings and never run a network.
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEFAULT_CROP_MARGIN", "DetectSettings", "Face", "FaceDetector", "crop_face", "crop_square",
            "square_crop_box"]
@@ -50,8 +57,12 @@ class Face:
 class FaceDetector:
     """Batched MTCNN face detection: frames (N, H, W, 3) uint8 RGB in, faces per frame out."""
 
-    def __init__(self, settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu"):
+    def __init__(self, settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu",
+                 nets: dict | None = None):
+        """`nets`: ONNX Runtime sessions for "pnet", "rnet" and "onet" to run instead of PyTorch."""
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: nothing is downloaded
+
+        from stages.onnx_models import OnnxNet
 
         crop_margin = DEFAULT_CROP_MARGIN if settings.crop_margin is None else settings.crop_margin
         if settings.crop_margin is None:
@@ -60,6 +71,8 @@ class FaceDetector:
         self.crop_margin: float = crop_margin  # resolved: settings.crop_margin holds the same value
         self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=settings.min_face_size,
                             post_process=False, select_largest=False)
+        for name, session in (nets or {}).items():
+            setattr(self._mtcnn, name, OnnxNet(session))
 
     def detect(self, frames: np.ndarray) -> list[list[Face]]:
         """Faces in each frame, most confident first."""
@@ -70,8 +83,14 @@ class FaceDetector:
         scale = long_side / max(h, w) if long_side and max(h, w) > long_side else 1.0
         small = frames if scale == 1.0 else np.stack(
             [cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) for f in frames])
+        import torch
+
+        # MTCNN permutes its (N, H, W, 3) input to (N, 3, H, W): handing it a view of a contiguous
+        # (N, 3, H, W) float tensor makes that permute give contiguous memory, on which its image
+        # pyramid (area resampling, the largest single cost) runs 1.5x faster; same values.
+        planar = torch.from_numpy(np.ascontiguousarray(small)).permute(0, 3, 1, 2).float().contiguous()
         with torch.inference_mode():
-            boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
+            boxes, probs, points = self._mtcnn.detect(planar.permute(0, 2, 3, 1), landmarks=True)
         out: list[list[Face]] = []
         for frame_boxes, frame_probs, frame_points in zip(boxes, probs, points):
             faces = []

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -89,6 +88,8 @@ def create_member(name: str, drop_rate: float = 0.2, architecture: dict | None =
         if name not in MEMBER_REGISTRY:
             raise DetectorError(f"unknown member {name!r}; known: {', '.join(MEMBER_REGISTRY)}")
         architecture = MEMBER_REGISTRY[name]
+    import timm  # here, not at the top: timm costs ~1 s of start-up that the ONNX Runtime path never needs
+
     args = dict(architecture)
     model_name = args.pop("model_name")
     try:
@@ -170,8 +171,8 @@ def load_detector_config(folder: str | Path) -> DetectorConfig:
     return DetectorConfig.from_dict(data)
 
 
-def load_detector(folder: str | Path, device: str | torch.device = "cpu") -> EnsembleDetector:
-    """Load a saved detector, verifying the tensors file against the sha256 in its config."""
+def load_verified_config(folder: str | Path) -> DetectorConfig:
+    """A saved detector's config, after checking its tensors file against the sha256 it records."""
     folder = Path(folder)
     config = load_detector_config(folder)
     weights = folder / WEIGHTS_FILE
@@ -180,6 +181,23 @@ def load_detector(folder: str | Path, device: str | torch.device = "cpu") -> Ens
     actual = file_sha256(weights)
     if config.sha256 != actual:
         raise DetectorError(f"{weights} sha256 {actual[:12]}… does not match its config ({str(config.sha256)[:12]}…)")
+    return config
+
+
+def tensors_digest(model: nn.Module) -> str:
+    """sha256 of a model's tensors (for a detector that was never saved and so has no file digest)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_detector(folder: str | Path, device: str | torch.device = "cpu") -> EnsembleDetector:
+    """Load a saved detector, verifying the tensors file against the sha256 in its config."""
+    folder = Path(folder)
+    config = load_verified_config(folder)
+    weights = folder / WEIGHTS_FILE
     model = EnsembleDetector(config)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)

@@ -16,6 +16,16 @@ from pipeline.samples import make_sample_photo, make_sample_video
 from stages.ensemble import create_detector, save_detector
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """The ONNX Runtime exports of this session's detectors go to a temporary folder, never to the
+    user's cache (subprocesses the tests start inherit it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DEEPFAKE_DETECT_CACHE", str(tmp_path_factory.mktemp("model-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)

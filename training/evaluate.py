@@ -50,7 +50,7 @@ class ScoresFiles(Protocol):
     @property
     def member_names(self) -> list[str]: ...
 
-    def analyze(self, path: str | Path, out_dir: Path | None = None, progress: Callable[[int], None] | None = None,
+    def analyze(self, path: str | Path, out_dir: Path | None = None, progress: Callable[[int, int], None] | None = None,
                 region: str = "") -> ReportLike: ...
 
 
