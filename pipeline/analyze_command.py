@@ -102,7 +102,7 @@ def analyze_locally(config: AnalysisConfig, files: list[Path], out: Path | None,
 
 
 def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json: bool, address: str | None,
-                   workers: int | None) -> list[AnalysisReport]:
+                   workers: int | None, timeout: float) -> list[AnalysisReport]:
     """`--engine ray`: whole files on a Ray cluster's workers (pipeline/ray_engine.py)."""
     from contextlib import redirect_stdout
 
@@ -111,7 +111,7 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
     stdout = sys.stdout
     # Ray prints its workers' deaths on stdout; stdout keeps --json's reports alone
     with redirect_stdout(sys.stderr):
-        reports, _ = run_on_ray(config, files, out, RaySettings(address, workers),
+        reports, _ = run_on_ray(config, files, out, RaySettings(address, workers, timeout),
                                 emit=(lambda report: echo_json(report, len(files) > 1, stdout)) if as_json else None)
     return reports
 
@@ -135,8 +135,12 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
 @click.option("--workers", type=click.IntRange(1, 100_000),
               help="--engine ray: workers, each with its own detector (default: one per GPU, else the cluster's CPUs "
                    "divided by --threads).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="--engine ray: seconds one file may take before it is failed (an error report) and its worker "
+                   "replaced by a fresh one (default: 600).")
 @analysis_options
-def analyze(paths, from_list, out_dir, as_json, render, render_scale, engine, ray_address, workers, **options) -> None:
+def analyze(paths, from_list, out_dir, as_json, render, render_scale, engine, ray_address, workers, timeout,
+            **options) -> None:
     """Analyse videos and photos: PATHS are files, folders (searched recursively) or glob patterns.
 
     With --engine ray an archive is analysed on a Ray cluster (--ray-address; without one, a local
@@ -162,13 +166,14 @@ def analyze(paths, from_list, out_dir, as_json, render, render_scale, engine, ra
     out = Path(out_dir) if out_dir else None
     if engine == "ray" and out is None:
         raise CommandError("--engine ray needs --out DIR (a folder every node of the cluster can write)")
-    if engine == "local" and (ray_address or workers):
-        raise CommandError("--ray-address and --workers go with --engine ray")
+    if engine == "local" and (ray_address or workers or timeout is not None):
+        raise CommandError("--ray-address, --workers and --timeout go with --engine ray")
     inputs = expand_inputs(items)
     reports = problem_reports(inputs.problems)
     if engine == "ray":
         assert out is not None
-        reports += analyze_on_ray(config, inputs.files, out, as_json, ray_address, workers)
+        reports += analyze_on_ray(config, inputs.files, out, as_json, ray_address, workers,
+                                  600.0 if timeout is None else timeout)
     else:
         reports += analyze_locally(config, inputs.files, out, as_json)
     click.echo(summary_table(reports), err=as_json)

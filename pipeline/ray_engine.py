@@ -6,12 +6,14 @@ The driver (this module) never decodes media. It
 2. names each remaining input's report and output folder with `claim_output_paths`, recorded in the
    journal before any worker sees the file, so names never collide, across reruns too;
 3. starts (or joins) Ray and a pool of workers (`pipeline.ray_worker`, one loaded detector each),
-   and hands them whole files through Ray's `ActorPool`;
+   and hands each idle worker the next whole file;
 4. writes each report as it comes back: JSON report, then its results.csv line, the journal
    recording each step (`ReportFiles`, shared with the local engine), under one progress bar.
 
 Exactly once: a worker process that dies mid-file is restarted by Ray (`max_restarts`) and the file
 retried on it (`max_task_retries`); a file that kills its worker every time gets an error report.
+A file still running after `--timeout` seconds (a hung decoder) gets an error report, and its worker
+is killed for good (a restarted one would be handed the same file again) and replaced by a fresh one.
 The driver dying (Ctrl-C, kill -9) leaves rows "running"; the next run re-queues them.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,7 @@ READY_TIMEOUT_S = 900.0     # for every worker to load its detector (a fresh nod
 class RaySettings:
     address: str | None = None   # "auto", HOST:PORT; None: RAY_ADDRESS, else a local instance
     workers: int | None = None   # None: one per GPU, else as many as the cluster's CPUs hold
+    timeout_s: float = 600.0     # seconds one file may take before its worker is killed and it fails
 
 
 @dataclass
@@ -250,20 +253,20 @@ class _Run:
             _start_ray(settings.address)
             self.stats.startup_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            workers = self._start_workers(settings.workers, n_inputs)
+            workers, new_worker = self._start_workers(settings.workers, n_inputs)
             self.stats.ready_s = time.perf_counter() - t0
             self.bar = tqdm(total=self.stats.inputs, initial=self.stats.already_done, unit="file", disable=None,
                             file=sys.stderr, dynamic_ncols=True)
             t0 = time.perf_counter()
-            self._analyse(todo, workers)
+            self._analyse(todo, workers, new_worker, settings.timeout_s)
             self.stats.analyse_s = time.perf_counter() - t0
         finally:
             if self.bar is not None:
                 self.bar.close()
             ray.shutdown()
 
-    def _start_workers(self, requested: int | None, n_inputs: int) -> dict[str, Any]:
-        """The workers, each with its detector loaded, by Ray actor id."""
+    def _start_workers(self, requested: int | None, n_inputs: int) -> tuple[list[Any], Callable[[], Any]]:
+        """The workers, each with its detector loaded, and how to start one more (for a timed-out one)."""
         import ray
 
         from pipeline.ray_worker import AnalysisWorker
@@ -272,7 +275,11 @@ class _Run:
         shape = worker_shape(nodes, requested, self.config.threads, self.config.device)
         # max_restarts=-1: a worker whose process dies comes back (reloading its detector) for the next files
         remote = ray.remote(AnalysisWorker).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES, **shape.resources)
-        handles: list[Any] = [remote.remote(self.config, n_inputs, shape.threads) for _ in range(shape.workers)]
+
+        def new_worker() -> Any:
+            return remote.remote(self.config, n_inputs, shape.threads)
+
+        handles: list[Any] = [new_worker() for _ in range(shape.workers)]
         try:
             infos = ray.get([h.ready.remote() for h in handles], timeout=READY_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
@@ -283,55 +290,73 @@ class _Run:
         nodes_used = len({info["node"] for info in infos})
         _say(f"{len(handles)} Ray worker{'s' if len(handles) > 1 else ''} on {nodes_used} node"
              f"{'s' if nodes_used > 1 else ''} ({infos[0]['device']}, {infos[0]['threads']['compute']} threads each)")
-        return {info["worker"]: handle for info, handle in zip(infos, handles)}
+        return handles, new_worker
 
-    def _analyse(self, todo: list[_Item], workers: dict[str, Any]) -> None:
-        from ray.exceptions import ActorDiedError, RayActorError
-        from ray.util import ActorPool
+    def _analyse(self, todo: list[_Item], workers: list[Any], new_worker: Callable[[], Any], timeout_s: float) -> None:
+        """Each idle worker gets the next file; a file past `timeout_s` gets an error report, and its
+        worker is killed and replaced by a fresh one (killed for good: Ray would retry the file on a restart)."""
+        import ray
+        from ray.exceptions import RayActorError
 
         from pipeline.ray_worker import Task
 
-        worker_ids = {handle: worker_id for worker_id, handle in workers.items()}
-        # worker id -> the files handed to it, oldest first: a dead worker's error names only the worker,
-        # and the pool hands a worker its next file before the last one's result is read
-        held: dict[str, deque[_Item]] = defaultdict(deque)
+        queue = deque(todo)
+        idle = list(workers)
+        # what each worker is doing, by the ref of its call: a file (None: a fresh worker loading its detector),
+        # and when that is overdue
+        busy: dict[Any, tuple[Any, _Item | None, float]] = {}
 
-        def hand_out(handle: Any, item: _Item) -> Any:   # called by the pool when `handle` is free
-            self.journal.start(item.entry.id)
-            held[worker_ids[handle]].append(item)
-            return handle.analyze.remote(Task(item.entry.id, str(item.entry.path), str(item.entry.out_dir)))
+        def files_out() -> bool:
+            return any(item is not None for _, item, _ in busy.values())
 
-        pool = ActorPool(list(workers.values()))
-        for item in todo:
-            pool.submit(hand_out, item)
-        left = {item.entry.id for item in todo}
-        while pool.has_next():
+        while files_out() or (queue and (idle or busy)):
+            while idle and queue:
+                worker, job = idle.pop(), queue.popleft()
+                self.journal.start(job.entry.id)
+                ref = worker.analyze.remote(Task(job.entry.id, str(job.entry.path), str(job.entry.out_dir)))
+                busy[ref] = (worker, job, time.monotonic() + timeout_s)
+            wait = max(0.0, min(deadline for _, _, deadline in busy.values()) - time.monotonic())
+            ready, _ = ray.wait(list(busy), num_returns=1, timeout=wait)
+            if not ready:   # something is overdue
+                now = time.monotonic()
+                for ref, (handle, item, deadline) in list(busy.items()):
+                    if deadline > now:
+                        continue
+                    del busy[ref]
+                    ray.kill(handle, no_restart=True)
+                    if item is None:
+                        log.warning("a new Ray worker did not load the detector within %.0f s", READY_TIMEOUT_S)
+                        continue
+                    fresh = new_worker()
+                    busy[fresh.ready.remote()] = (fresh, None, now + READY_TIMEOUT_S)
+                    self._finish(item, self._error(item, f"analysis timed out after {timeout_s:g} s (--timeout)"))
+                continue
+            handle, item, _ = busy.pop(ready[0])
             try:
-                outcome = pool.get_next_unordered()
+                outcome = ray.get(ready[0])
             except RayActorError as exc:
-                item = held[exc.actor_id or ""].popleft()
-                if exc.actor_init_failed:
+                if item is None or exc.actor_init_failed:
                     # restarted on a node where the detector does not load: that worker is gone, the file is not to blame
                     log.warning("a Ray worker was lost: %s", _last_line(exc))
-                    self.journal.release(item.entry.id, count_attempt=False)
-                    pool.submit(hand_out, item)
+                    if item is not None:
+                        self.journal.release(item.entry.id, count_attempt=False)
+                        queue.appendleft(item)
                     continue
-                if isinstance(exc, ActorDiedError):   # the pool drops a dead worker; this one restarts
-                    pool.push(workers[exc.actor_id])
                 log.debug("worker lost on %s: %s", item.shown, exc)
-                report = AnalysisReport(
-                    input=InputInfo(path=item.shown), verdict="error", tool_version=__version__,
-                    errors=[f"the Ray worker analysing it died {MAX_TASK_RETRIES + 1} times (a crash, the "
-                            "out-of-memory killer or a lost node); not analysed"])
-            else:
-                item = held[outcome.worker].popleft()
-                assert item.entry.id == outcome.entry_id, "a worker's results came back out of order"
-                report = outcome.report
-            self._finish(item, report)
-            left.discard(item.entry.id)
-        if left:
-            raise CommandError(f"{len(left)} files were not analysed: no Ray worker could load the detector any more; "
+                outcome = None
+            idle.append(handle)
+            if item is not None:   # else a fresh worker is ready
+                self._finish(item, outcome.report if outcome is not None else self._error(
+                    item, f"the Ray worker analysing it died {MAX_TASK_RETRIES + 1} times (a crash, the out-of-memory "
+                          "killer or a lost node); not analysed"))
+        if queue:
+            raise CommandError(f"{len(queue)} files were not analysed: no Ray worker could load the detector any more; "
                                "run the same command again to retry them")
+
+    @staticmethod
+    def _error(item: _Item, reason: str) -> AnalysisReport:
+        return AnalysisReport(input=InputInfo(path=item.shown), verdict="error", tool_version=__version__,
+                              errors=[reason])
 
 
 def _start_ray(address: str | None) -> None:

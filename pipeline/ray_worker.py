@@ -9,6 +9,7 @@ sends the report back instead of writing it, so results.csv and the journal have
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 # Tests only: a worker analysing a file of this name dies on the spot, as one would on a decoder
 # crash, so the driver's handling of a file that kills every worker it meets can be tested.
 CRASH_ON_ENV = "DEEPFAKE_DETECT_TEST_CRASH_ON"
+# Tests only: a worker analysing a file whose name contains this hangs, as one would on a decoder
+# hang, so the driver's --timeout can be tested.
+HANG_ON_ENV = "DEEPFAKE_DETECT_TEST_HANG_ON"
 
 if TYPE_CHECKING:
     from pipeline.config import AnalysisConfig
@@ -64,5 +68,8 @@ class AnalysisWorker:
         # for any file; only the process dying (a crash, the OOM killer, a lost node) does not.
         if os.environ.get(CRASH_ON_ENV) == Path(task.path).name:
             os._exit(70)
+        if os.environ.get(HANG_ON_ENV) and os.environ[HANG_ON_ENV] in Path(task.path).name:
+            while True:
+                time.sleep(3600)
         report = self.analyzer.analyze(task.path, out_dir=Path(task.folder))
         return Outcome(task.entry_id, self.worker_id, os.getpid(), report)

@@ -26,7 +26,7 @@ from pipeline.batch_journal import JOURNAL_NAME, BatchJournal, content_sha256  #
 from pipeline.cli_common import CommandError  # noqa: E402
 from pipeline.inputs import read_path_list  # noqa: E402
 from pipeline.ray_engine import worker_shape  # noqa: E402
-from pipeline.ray_worker import CRASH_ON_ENV  # noqa: E402
+from pipeline.ray_worker import CRASH_ON_ENV, HANG_ON_ENV  # noqa: E402
 from pipeline.writers import output_stem  # noqa: E402
 
 TIMEOUT_S = 240
@@ -250,6 +250,36 @@ def test_a_file_that_kills_every_worker_gets_an_error_report(weights_dir, archiv
     assert "worker analysing it died 3 times" in reports["none.mp4"]["errors"][0]
     # the files after it (in name order) were analysed by the restarted worker
     assert reports["one face.mp4"]["verdict"] != "error" and reports["two.mp4"]["verdict"] != "error"
+
+
+@pytest.mark.slow
+def test_a_file_that_hangs_is_failed_after_the_timeout(weights_dir, archive, tmp_path):
+    out = tmp_path / "out"
+    hang = _env(**{HANG_ON_ENV: "none"})   # as a decoder that hangs on this file would
+    started = time.monotonic()
+    # one worker: the files after the hung one (in name order) can only be analysed by its replacement
+    run = _analyze(weights_dir, out, str(archive), "--engine", "ray", "--workers", "1", "--timeout", "5",
+                   "--no-render", env=hang)
+    took = time.monotonic() - started
+    assert run.returncode == 2, run.stderr
+    assert took < 50, f"the run took {took:.0f} s"
+    reports = _exactly_once(out, archive, failed=2)
+    assert reports["none.mp4"]["verdict"] == "error"
+    assert reports["none.mp4"]["errors"] == ["analysis timed out after 5 s (--timeout)"]
+    assert "none.mp4: analysis timed out after 5 s" in run.stderr
+    assert reports["one face.mp4"]["verdict"] != "error" and reports["two.mp4"]["verdict"] != "error"
+    # a rerun leaves the failed file failed, as the watch daemon does
+    again = _analyze(weights_dir, out, str(archive), "--engine", "ray", "--timeout", "5", "--no-render", env=hang)
+    assert again.returncode == 2, again.stderr
+    assert "4 already done" in again.stderr and "Ray worker" not in again.stderr
+    assert _exactly_once(out, archive, failed=2)["none.mp4"]["errors"] == reports["none.mp4"]["errors"]
+
+
+def test_timeout_goes_with_the_ray_engine(weights_dir, archive, tmp_path):
+    run = _analyze(weights_dir, tmp_path / "out", str(archive), "--timeout", "5")
+    assert run.returncode == 2 and "--timeout go with --engine ray" in run.stderr
+    run = _analyze(weights_dir, tmp_path / "out", str(archive), "--engine", "ray", "--timeout", "0")
+    assert run.returncode == 2 and "--timeout" in run.stderr and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
