@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from annotated_types import Ge, Interval
+from pydantic import BeforeValidator
 
 from stages.aggregate import AggregateSettings
 from stages.decode import DecodeLimits, Sampling
@@ -29,9 +30,15 @@ class ConfigError(ValueError):
     """A configuration file or override is wrong; message is for the user."""
 
 
+def _on_off(value: Any) -> Any:
+    """YAML reads a bare on/off (in a config file or `--set render.enabled=off`) as a boolean."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 @dataclass(frozen=True)
 class RenderSettings:
-    enabled: Literal["auto", "on", "off"] = "auto"  # auto: render when one input is analysed
+    # auto: render when one input is analysed
+    enabled: Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)] = "auto"
     scale: Annotated[float, Interval(gt=0, le=4)] = 1.0  # output size relative to the input
     keyframe_images: bool = True
     explain_all_frames: bool = False

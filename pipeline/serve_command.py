@@ -29,8 +29,9 @@ from pipeline.cli_common import CommandError, analysis_options, config_from_opti
               help="Allow browser pages from ORIGIN (repeat for several); CORS is off without it.")
 @click.option("--job-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
               help="Seconds one job may take before it fails and its process is restarted.")
-@click.option("--render/--no-render", default=True, show_default=True,
-              help="Jobs' default for the annotated video and keyframes (a job's `render` field overrides it).")
+@click.option("--render/--no-render", default=None,
+              help="Jobs' default for the annotated video and keyframes (default: render.enabled, where auto "
+                   "means on; a job's `render` field overrides it).")
 @click.option("--render-scale", type=float, help="Size of the annotated video relative to the input.")
 @analysis_options
 def serve(host, port, data_dir, workers, api_key_file, max_upload_mb, retention_days, queue_size, cors_origins,
@@ -43,6 +44,8 @@ def serve(host, port, data_dir, workers, api_key_file, max_upload_mb, retention_
     next start.
     """
     config = config_from_options(**options, **{"render.scale": render_scale})
+    if render is None:  # from the settings (configs/default.yaml, --config, --set): "off" turns it off
+        render = config.render.enabled != "off"
     from pipeline.server_app import read_key_file
 
     try:

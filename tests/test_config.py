@@ -47,3 +47,14 @@ def test_track_strategy_choices_are_the_aggregate_strategies():
 
     choices = typing.get_args(typing.get_type_hints(AggregateSettings)["track_strategy"])
     assert set(choices) == set(TRACK_STRATEGIES)
+
+
+def test_bare_on_off_mean_the_render_choices(tmp_path):
+    """YAML 1.1 reads a bare `off` as false: `--set render.enabled=off` and a config file's
+    `enabled: off` must still mean "off", not fail or turn rendering on."""
+    assert load_config(overrides=parse_set_option(("render.enabled=off",))).render.enabled == "off"
+    assert load_config(overrides=parse_set_option(("render.enabled=on",))).render.enabled == "on"
+    (tmp_path / "c.yaml").write_text("render:\n  enabled: off\n")
+    assert load_config(tmp_path / "c.yaml").render.enabled == "off"
+    with pytest.raises(ConfigError, match="render.enabled"):
+        load_config(overrides={"render.enabled": "sometimes"})

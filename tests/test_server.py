@@ -361,6 +361,25 @@ def test_bad_settings_fail_before_any_model_loads(tmp_path):
         assert len(result.output.strip().splitlines()) == 1
 
 
+def test_render_default_comes_from_the_settings_unless_the_flag_says(tmp_path, monkeypatch):
+    """`--set render.enabled=off` (or a --config file) turns rendering off for jobs; the flag wins."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_runner(settings, config, debug=False):
+        seen.append(settings.render)
+        raise Stop  # nothing loads: only the settings the command built are checked
+
+    monkeypatch.setattr("pipeline.server_jobs.JobRunner", fake_runner)
+    for args, expected in (([], True), (["--set", "render.enabled=off"], False),
+                           (["--set", "render.enabled=off", "--render"], True), (["--no-render"], False)):
+        result = CliRunner().invoke(main, ["serve", "--data", str(tmp_path / "d"), *args])
+        assert isinstance(result.exception, Stop), result.output
+        assert seen[-1] is expected, args
+
+
 # -- the real server: kill -9 and restart --------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
