@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipeline.config import AnalysisConfig
+    from pipeline.runner import Progress
 
 READY_TIMEOUT_S = 600.0   # model load in a fresh analysis process
 
-Progress = Callable[[int, int], None]   # (sampled frames done, sampled frames in all)
 
 
 def _die_with_parent(parent_pid: int) -> None:

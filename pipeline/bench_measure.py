@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,42 +20,45 @@ class BenchError(Exception):
     """A measurement could not be taken (a failed analysis or process); message is for the user."""
 
 
+def own_rss_mib() -> float:
+    """Resident memory of this process (MiB)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource  # not Linux: lifetime peak is the best we have
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class PeakMemory:
-    """Peak resident memory (MiB) of this process while the block runs, sampled every 20 ms."""
+    """Peak of `read_mib()` (default: this process's resident memory, MiB) while the block runs,
+    sampled every `every_s` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_mib: Callable[[], float] = own_rss_mib, every_s: float = 0.02) -> None:
+        self.read_mib, self.every_s = read_mib, every_s
         self.peak_mib = 0.0
-
-    @staticmethod
-    def rss_mib() -> float:
-        try:
-            with open("/proc/self/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        import resource  # not Linux: lifetime peak is the best we have
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     @contextmanager
     def measure(self) -> Iterator[PeakMemory]:
         stop = threading.Event()
-        self.peak_mib = self.rss_mib()
+        self.peak_mib = self.read_mib()
 
         def sample() -> None:
-            while not stop.wait(0.02):
-                self.peak_mib = max(self.peak_mib, self.rss_mib())
+            while not stop.wait(self.every_s):
+                self.peak_mib = max(self.peak_mib, self.read_mib())
 
-        thread = threading.Thread(target=sample, daemon=True)
+        thread = threading.Thread(target=sample, name="rss", daemon=True)
         thread.start()
         try:
             yield self
         finally:
             stop.set()
             thread.join()
-            self.peak_mib = max(self.peak_mib, self.rss_mib())
+            self.peak_mib = max(self.peak_mib, self.read_mib())
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -7,6 +7,7 @@ command-line options (dotted keys such as `sampling.value=64` for `--set`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from annotated_types import Ge, Interval
-from pydantic import BeforeValidator
 
 from stages.aggregate import AggregateSettings
 from stages.decode import DecodeLimits, Sampling
@@ -30,15 +30,9 @@ class ConfigError(ValueError):
     """A configuration file or override is wrong; message is for the user."""
 
 
-def _on_off(value: Any) -> Any:
-    """YAML reads a bare on/off (in a config file or `--set render.enabled=off`) as a boolean."""
-    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
-
-
 @dataclass(frozen=True)
 class RenderSettings:
-    # auto: render when one input is analysed
-    enabled: Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)] = "auto"
+    enabled: Literal["auto", "on", "off"] = "auto"  # auto: render when one input is analysed
     scale: Annotated[float, Interval(gt=0, le=4)] = 1.0  # output size relative to the input
     keyframe_images: bool = True
     explain_all_frames: bool = False
@@ -134,9 +128,26 @@ def _dotted(overrides: dict[str, Any]) -> dict:
     return nested
 
 
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true/false. PyYAML follows YAML 1.1, where a bare on, off,
+    yes or no is a boolean too, so `render.enabled: off` (or `--set render.enabled=off`) would reach
+    the settings as false. Boolean settings still take yes/no/on/off: pydantic reads those strings."""
+
+
+_SettingsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SettingsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_SettingsLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = _load_yaml(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -161,5 +172,5 @@ def parse_set_option(items: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        out[key.strip()] = _load_yaml(raw)
     return out

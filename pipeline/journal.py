@@ -108,28 +108,30 @@ class Entry:
                 "started_at": self.started_at, "finished_at": self.finished_at}
 
 
-def open_journal_db(path: Path, schema: str, timeout: float = 30.0) -> sqlite3.Connection:
-    """An SQLite journal as every journal of this project opens it: WAL (readers never block the
-    writer), synchronous=FULL (a finished step survives a power cut), autocommit, shared by threads
-    (the owner serialises them with a lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(schema)
-    return db
+class SqliteJournal:
+    """What every journal of this project shares: one SQLite file with `SCHEMA`, in WAL (readers
+    never block the writer), synchronous=FULL (a finished step survives a power cut), autocommit,
+    used by several threads that `_lock` serialises."""
 
+    SCHEMA = ""
 
-class Journal:
     def __init__(self, path: str | Path, timeout: float = 30.0):
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = open_journal_db(self.path, _SCHEMA, timeout)
+        self._db = sqlite3.connect(str(self.path), timeout=timeout, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(self.SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class Journal(SqliteJournal):
+    SCHEMA = _SCHEMA
 
     # -- helpers -----------------------------------------------------------------------------
     def _one(self, sql: str, args: tuple = ()) -> Entry | None:

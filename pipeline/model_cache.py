@@ -13,12 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
+from pipeline.writers import atomic_write_bytes, atomic_write_text
 from stages.ensemble import DetectorConfig, file_sha256
 from stages.onnx_models import EXPORT_VERSION, MTCNN_NETS
 
@@ -40,19 +40,6 @@ def detector_key(config: DetectorConfig, weights_digest: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _write_atomic(path: Path, build: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    os.close(fd)
-    try:
-        build(Path(tmp))
-        digest = file_sha256(tmp)
-        os.replace(tmp, path)
-        Path(str(path) + ".sha256").write_text(digest + "\n")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _verified(path: Path) -> bool:
     sidecar = Path(str(path) + ".sha256")
     try:
@@ -61,12 +48,15 @@ def _verified(path: Path) -> bool:
         return False
 
 
-def cached_onnx(name: str, build: Callable[[Path], None], folder: Path | None = None) -> Path:
-    """The cached file `name`, built with `build(path)` when missing or failing its checksum."""
+def cached_onnx(name: str, build: Callable[[], bytes], folder: Path | None = None) -> Path:
+    """The cached file `name`, built with `build()` when missing or failing its checksum. The file
+    goes first, its checksum after: a crash between the two leaves a file that is rebuilt."""
     path = (folder or cache_dir()) / name
     if not _verified(path):
         log.info("exporting %s for ONNX Runtime (once)", name)
-        _write_atomic(path, build)
+        data = build()
+        atomic_write_bytes(path, data)
+        atomic_write_text(Path(str(path) + ".sha256"), hashlib.sha256(data).hexdigest() + "\n")
     return path
 
 
@@ -74,8 +64,8 @@ def detector_onnx(config: DetectorConfig, weights_digest: str, load_model: Calla
     """The ensemble as ONNX; `load_model()` gives the PyTorch detector only when it must be exported."""
     from stages.onnx_models import export_detector
 
-    def build(path: Path) -> None:
-        export_detector(load_model(), config.input_size, path)  # type: ignore[arg-type]
+    def build() -> bytes:
+        return export_detector(load_model(), config.input_size)  # type: ignore[arg-type]
 
     return cached_onnx(f"detector-{detector_key(config, weights_digest)}-v{EXPORT_VERSION}.onnx", build)
 
@@ -87,11 +77,11 @@ def mtcnn_onnx() -> dict[str, Path]:
     tag = f"facenet{version('facenet-pytorch')}-v{EXPORT_VERSION}"
     paths = {}
     for name in MTCNN_NETS:
-        def build(path: Path, name: str = name) -> None:
+        def build(name: str = name) -> bytes:
             from facenet_pytorch.models import mtcnn
 
             net = {"pnet": mtcnn.PNet, "rnet": mtcnn.RNet, "onet": mtcnn.ONet}[name]()
-            export_mtcnn_net(name, net.eval(), path)
+            return export_mtcnn_net(name, net.eval())
 
         paths[name] = cached_onnx(f"mtcnn-{name}-{tag}.onnx", build)
     return paths

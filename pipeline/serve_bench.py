@@ -15,9 +15,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import click
 
+from pipeline.bench_measure import PeakMemory
 from pipeline.cli_common import CommandError
 
 START_TIMEOUT_S = 600.0    # server start: imports and one model load per worker
@@ -104,75 +104,59 @@ async def _run_clients(url: str, clients: int, clip: bytes, fields: dict[str, st
     return out
 
 
-def _free_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-class _TreeMemory:
-    """Peak resident memory of a process and its children together, sampled every 200 ms."""
+def tree_rss_mib(pid: int) -> Callable[[], float]:
+    """A reader of the resident memory (MiB) of process `pid` and its children together."""
+    import psutil
 
-    def __init__(self, pid: int) -> None:
-        import psutil
+    root = psutil.Process(pid)
 
-        self.root = psutil.Process(pid)
-        self.peak_mib = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="rss", daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        import psutil
-
-        while not self._stop.wait(0.2):
-            total = 0
-            try:
-                for proc in [self.root, *self.root.children(recursive=True)]:
-                    total += proc.memory_info().rss
-            except psutil.Error:
-                continue   # a process came or went between the listing and the reading
-            self.peak_mib = max(self.peak_mib, total / 1024**2)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak_mib
+    def read() -> float:
+        try:
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 1024**2
+        except psutil.Error:
+            return 0.0   # a process came or went between the listing and the reading: skip this sample
+    return read
 
 
 @contextmanager
-def _own_server(workers: int, server_args: list[str], folder: Path) -> Iterator[tuple[str, _TreeMemory]]:
+def _own_server(workers: int, server_args: list[str], folder: Path) -> Iterator[tuple[str, PeakMemory]]:
     """`deepfake-detect serve` on a free loopback port with its own data folder; stopped (SIGTERM) after."""
     import httpx
 
     from pipeline.bench_processes import cli_command
 
-    port = _free_port()
+    port = free_loopback_port()
     log_path = folder / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([*cli_command(), "serve", "--data", str(folder / "data"), "--port", str(port),
                                  "--workers", str(workers), *server_args],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    memory = _TreeMemory(proc.pid)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                last = (log_path.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
-                raise CommandError(f"the server exited with {proc.returncode}: {last}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise CommandError(f"the server did not start within {START_TIMEOUT_S:g} s (see {log_path})")
-            time.sleep(0.5)
-        yield url, memory
+        with PeakMemory(tree_rss_mib(proc.pid), every_s=0.2).measure() as memory:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    last = (log_path.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+                    raise CommandError(f"the server exited with {proc.returncode}: {last}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise CommandError(f"the server did not start within {START_TIMEOUT_S:g} s (see {log_path})")
+                time.sleep(0.5)
+            yield url, memory
     finally:
-        memory.stop()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -199,7 +183,7 @@ def run_bench(clients: int, url: str | None, seconds: float, size: tuple[int, in
             latencies = asyncio.run(_run_clients(target, clients, clip, fields, headers, result, timeout_s))
             result.wall_s = time.perf_counter() - t0
             if memory is not None:
-                result.server_rss_peak_mib = round(memory.stop(), 1)
+                result.server_rss_peak_mib = round(memory.peak_mib, 1)
     finished = result.jobs_done + result.jobs_failed
     result.jobs_per_s = finished / result.wall_s if result.wall_s else 0.0
     if latencies:
@@ -212,7 +196,7 @@ def run_bench(clients: int, url: str | None, seconds: float, size: tuple[int, in
 
 @contextmanager
 def _target(url: str | None, workers: int, server_args: list[str],
-            folder: Path) -> Iterator[tuple[str, _TreeMemory | None]]:
+            folder: Path) -> Iterator[tuple[str, PeakMemory | None]]:
     if url:
         yield url.rstrip("/"), None
         return

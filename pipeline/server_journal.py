@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pipeline.journal import open_journal_db
+from pipeline.journal import SqliteJournal
 
 STATES = ("queued", "running", "done", "failed")
 JOURNAL_NAME = "jobs.sqlite"
@@ -86,15 +84,8 @@ class Job:
         return self.state in ("done", "failed")
 
 
-class JobJournal:
-    def __init__(self, path: str | Path, timeout: float = 30.0):
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._db = open_journal_db(self.path, _SCHEMA, timeout)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+class JobJournal(SqliteJournal):
+    SCHEMA = _SCHEMA
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -17,16 +17,16 @@ from pathlib import Path
 from pipeline.report import AnalysisReport, report_to_dict
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that the file is, even after a crash or a power cut, either the old
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that the file is, even after a crash or a power cut, either the old
     one or the whole new one: a temporary file beside it, flushed to disk, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file 0600; a report is an ordinary file, readable as the umask allows
         os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             # Without this a file system may commit the rename before the data (ext4 delalloc,
             # XFS): after a power cut the report would exist but be empty.
@@ -36,6 +36,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` for text, UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _read_umask() -> int:

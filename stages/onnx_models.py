@@ -9,6 +9,7 @@ Tensors in and out, batch first, as the PyTorch modules they stand in for.
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,32 +33,40 @@ class _MemberLogits(nn.Module):
         return self.detector(x)  # (ensemble probability (N,), member probabilities (N, M))
 
 
-def _export(module: nn.Module, example: torch.Tensor, path: Path, outputs: list[str], dynamic: dict) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
+def _export(module: nn.Module, example: torch.Tensor, outputs: list[str], dynamic: dict) -> bytes:
+    # torch.onnx.export takes a path only; a scratch folder keeps the caller's files whole
+    with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
+        path = Path(tmp) / "model.onnx"
         # the TorchScript exporter: the dynamo one needs onnxscript and gives the same graph here
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=outputs,
                           dynamic_axes={"images": dynamic, **{name: {0: "n"} for name in outputs}})
+        return path.read_bytes()
 
 
-def export_detector(detector: nn.Module, input_size: int, path: Path) -> None:
-    """The whole ensemble (members, combiner, calibration): normalised images (N, 3, S, S) in,
-    (probability (N,), member probabilities (N, M)) out."""
+def export_detector(detector: nn.Module, input_size: int) -> bytes:
+    """The whole ensemble (members, combiner, calibration) as an ONNX file's bytes: normalised
+    images (N, 3, S, S) in, (probability (N,), member probabilities (N, M)) out."""
     example = torch.zeros(2, 3, input_size, input_size)
-    _export(_MemberLogits(detector), example, path, ["probability", "member_probabilities"], {0: "n"})
+    return _export(_MemberLogits(detector), example, ["probability", "member_probabilities"], {0: "n"})
 
 
-def export_mtcnn_net(name: str, net: nn.Module, path: Path) -> None:
-    """One of MTCNN's nets: PNet takes any image size, RNet 24x24 and ONet 48x48 crops."""
-    if name == "pnet":
-        _export(net, torch.zeros(1, 3, 64, 80), path, ["regression", "probabilities"], {0: "n", 2: "h", 3: "w"})
-    elif name == "rnet":
-        _export(net, torch.zeros(2, 3, 24, 24), path, ["regression", "probabilities"], {0: "n"})
-    elif name == "onet":
-        _export(net, torch.zeros(2, 3, 48, 48), path, ["regression", "landmarks", "probabilities"], {0: "n"})
-    else:
+# Each MTCNN net's example input, outputs and dynamic axes: PNet takes any image size, RNet 24x24
+# and ONet 48x48 crops.
+_MTCNN_SIGNATURES: dict[str, tuple[tuple[int, ...], list[str], dict]] = {
+    "pnet": ((1, 3, 64, 80), ["regression", "probabilities"], {0: "n", 2: "h", 3: "w"}),
+    "rnet": ((2, 3, 24, 24), ["regression", "probabilities"], {0: "n"}),
+    "onet": ((2, 3, 48, 48), ["regression", "landmarks", "probabilities"], {0: "n"}),
+}
+
+
+def export_mtcnn_net(name: str, net: nn.Module) -> bytes:
+    """One of MTCNN's nets as an ONNX file's bytes."""
+    if name not in _MTCNN_SIGNATURES:
         raise ValueError(f"unknown MTCNN net {name!r}")
+    shape, outputs, dynamic = _MTCNN_SIGNATURES[name]
+    return _export(net, torch.zeros(*shape), outputs, dynamic)
 
 
 def make_session(model: Path | bytes, threads: int):

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from fastapi.testclient import TestClient
 from pipeline.cli import main
 from pipeline.config import DEFAULT_WEIGHTS, load_config
 from pipeline.report import REPORT_SCHEMA
+from pipeline.serve_bench import free_loopback_port
 from pipeline.server_app import create_app, hash_key
 from pipeline.server_jobs import ServeSettings
 from pipeline.server_journal import JOURNAL_NAME, JobJournal
@@ -381,13 +381,6 @@ def test_render_default_comes_from_the_settings_unless_the_flag_says(tmp_path, m
 
 
 # -- the real server: kill -9 and restart --------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class ServerProcess:
     def __init__(self, data: Path, weights: Path, port: int, log: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -429,7 +422,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_restart_after_kill_9_finishes_every_job_once(tmp_path, weights_dir, clips):
-    data, port = tmp_path / "data", _free_port()
+    data, port = tmp_path / "data", free_loopback_port()
     server = ServerProcess(data, weights_dir, port, tmp_path / "server-1.log")
     ids = []
     try:

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.samples import make_sample_video
+from pipeline.serve_bench import free_loopback_port
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p),
                 None)
@@ -43,12 +43,6 @@ SERVER_START_TIMEOUT_S = 120
 VERDICTS = {"real", "fake", "inconclusive", "no_face", "error"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
@@ -57,7 +51,7 @@ def _get_json(url: str) -> dict:
 @pytest.fixture
 def server(tmp_path: Path, weights_dir: Path) -> Iterator[SimpleNamespace]:
     """`deepfake-detect serve` on a free port; yields .url and .log_tail(), then stops it (SIGTERM, then kill)."""
-    port = _free_port()
+    port = free_loopback_port()
     log_path = tmp_path / "server.log"
     cmd = [sys.executable, "-m", "pipeline", "serve", "--data", str(tmp_path / "data"), "--port", str(port),
            "--weights", str(weights_dir), "--frames", "8"]
