@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,6 +75,13 @@ def _ray(analyzer: Analyzer, files: list[Path], out: Path, workers: int) -> dict
             "per_file_s": stats.analyse_s / len(files)}
 
 
+def _fresh(work: Path, name: str) -> Path:
+    """A new, empty output folder for one measured run: a folder kept from an earlier bench (with
+    --workdir) holds a journal that would make Ray skip every file as already done."""
+    work.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=work, prefix=f"{name}-"))
+
+
 def engines_bench(analyzer: Analyzer, clip: Path, work: Path, say: Callable[[str], None],
                   n_files: int = ENGINE_FILES, ray_workers: Sequence[int] = RAY_WORKERS) -> dict[str, Any]:
     """Files/s of the local engine and of Ray with each of `ray_workers`, on `n_files` copies of `clip`."""
@@ -82,17 +90,17 @@ def engines_bench(analyzer: Analyzer, clip: Path, work: Path, say: Callable[[str
     except ImportError:
         raise BenchError("ray is not installed (pip install 'ray>=2.9')") from None
     files = engine_clips(clip, work, n_files)
-    first = _local(analyzer, files, work / "engines-local-1")
+    first = _local(analyzer, files, _fresh(work, "engines-local-1"))
     say(f"engines: local {first['files_per_s']:.2f} files/s")
     rays = []
     for workers in ray_workers:
-        row = _ray(analyzer, files, work / f"engines-ray-{workers}", workers)
+        row = _ray(analyzer, files, _fresh(work, f"engines-ray-{workers}"), workers)
         rays.append(row)
         say(f"engines: ray, {workers} worker{'s' if workers > 1 else ''}: {row['files_per_s']:.2f} files/s "
             f"(+{row['startup_s'] + row['ready_s']:.1f} s to start)")
     # local again after Ray, and the faster of the two: other work on the machine comes and goes,
     # and a slow local pass would hide Ray's overhead
-    second = _local(analyzer, files, work / "engines-local-2")
+    second = _local(analyzer, files, _fresh(work, "engines-local-2"))
     local = min(first, second, key=lambda row: row["files_s"])
     local["passes_s"] = [first["files_s"], second["files_s"]]
     for row in [local, *rays]:
