@@ -64,3 +64,28 @@ def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, out: str, 
     result = run_evaluation(analyzer, items, Path(out), threshold, log=click.echo, root=data_root(data))
     click.echo("\n".join(summary_lines(result)))
     click.echo(f"metrics and plots in {out}")
+
+
+@click.command("compare")
+@click.argument("metrics_a", type=click.Path(dir_okay=False, exists=True))
+@click.argument("metrics_b", type=click.Path(dir_okay=False, exists=True))
+@click.option("--column-a", default="score", show_default=True,
+              help="Score of A to compare: score (what analyze reports) or a member's, e.g. mobilenetv2_100_confident.")
+@click.option("--column-b", default="score", show_default=True, help="Score of B to compare (as --column-a).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
+def compare(metrics_a: str, metrics_b: str, column_a: str, column_b: str, as_json: bool) -> None:
+    """Does detector B beat detector A? METRICS_A and METRICS_B are metrics.json files of `evaluate`
+    on the same data; AUC differences with paired bootstrap intervals (the same resampled items for
+    both), overall, for videos, photos and each generator family."""
+    import json
+
+    from training.compare import compare_evaluations, comparison_lines
+
+    try:
+        a, b = (json.loads(Path(p).read_text()) for p in (metrics_a, metrics_b))
+        result = compare_evaluations(a, b, column_a, column_b)
+    except KeyError as exc:
+        raise CommandError(f"cannot compare: not a metrics.json of `evaluate` (no {exc} field)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CommandError(f"cannot compare: {exc}") from None
+    click.echo(json.dumps(result) if as_json else "\n".join(comparison_lines(result)))

@@ -149,7 +149,7 @@ def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
     return out
 
 
-def _pairs(rows: list[dict], column: str) -> dict:
+def fake_original_pairs(rows: list[dict], column: str) -> dict:
     """Fakes whose identity also has a real item: does the fake score above its own original?"""
     reals = {r["identity"]: r for r in rows if r["label"] == 0 and column in r}
     pairs = [(r, reals[r["identity"]]) for r in rows if r["label"] == 1 and column in r and r["identity"] in reals]
@@ -176,7 +176,7 @@ def summarise(rows: list[dict], member_names: list[str], threshold: float, out_d
                                           threshold) for s in TRACK_STRATEGIES} if videos else {}
     result["families"] = _family_rows(scored, threshold, "score")
     result["families_by_member"] = {n: _family_rows(scored, threshold, f"{n}_confident") for n in member_names}
-    result["pairs"] = _pairs(scored, "score")
+    result["pairs"] = fake_original_pairs(scored, "score")
     reals = [r for r in scored if r["label"] == 0]
     result["reals_flagged_fake"] = float(np.mean([r["score"] >= threshold for r in reals])) if reals else None
     if out_dir is not None and scored:
