@@ -23,7 +23,9 @@ class InputList:
     problems: list[tuple[str, str]] = field(default_factory=list)   # (what the user typed, why it gave nothing)
 
 
-def _looks_like_media(path: Path) -> bool:
+def looks_like_media(path: Path) -> bool:
+    """A media suffix (any case), or no suffix and image or video content (the rule for folders,
+    shared by `analyze` and the watch-folder daemon)."""
     if path.suffix.lower() in MEDIA_SUFFIXES:
         return True
     if path.suffix:
@@ -37,7 +39,7 @@ def _looks_like_media(path: Path) -> bool:
 def _media_in(folder: Path) -> list[Path]:
     # sorted for a stable order; hidden files are skipped (partial downloads, editor droppings)
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and _looks_like_media(p))
+                  if p.is_file() and not p.name.startswith(".") and looks_like_media(p))
 
 
 def expand_inputs(items: list[str] | tuple[str, ...]) -> InputList:

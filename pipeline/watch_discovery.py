@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.file_moves import is_within, shown_path
+from pipeline.inputs import looks_like_media
 from pipeline.journal import Entry, Journal, display_path
 from stages.decode import MEDIA_SUFFIXES
 
@@ -212,14 +213,15 @@ class Discovery:
         is_link = stat.S_ISLNK(st.st_mode)
         if not is_link and not stat.S_ISREG(st.st_mode):
             return   # folders were expanded; fifos, sockets and devices are never opened
-        if path.suffix.lower() not in MEDIA_SUFFIXES:
-            # a symlink with a media name is refused below (and moved to failed/); other names are
-            # left alone: sidecar files, folder links
-            self._say_once("not a media file name" if not is_link else "symbolic link", path,
-                           logging.INFO if not is_link else logging.WARNING)
-            return
         if not is_link and st.st_size == 0:
             return   # a copy that has not started writing yet
+        # a file without a suffix is taken by its content, as `analyze` takes it from a folder; a link
+        # is judged by its name only (its target is never opened) and, with a media name, refused below
+        if not (looks_like_media(path) if not is_link else path.suffix.lower() in MEDIA_SUFFIXES):
+            # other files are left alone: sidecar files, notes, folder links
+            self._say_once("not a media file" if not is_link else "symbolic link", path,
+                           logging.INFO if not is_link else logging.WARNING)
+            return
         if _same_stat(self.journal.current_for_path(path), st):
             return   # already taken (or finished and left in place): nothing new
         old = self._pending.get(path)

@@ -6,9 +6,9 @@ source (the test tone of the synthetic sample clips).
 
 Why not `imageio_ffmpeg.write_frames`: it cannot open an lavfi input (it has no place for `-f lavfi`
 before the audio's `-i`), maps only the first audio track, and never looks at ffmpeg's exit status,
-so a failed encode would pass silently. Hence our own process; its stderr is drained by a thread,
-because an unread pipe that fills up blocks ffmpeg, and ffmpeg blocked on stderr stops reading the
-frames we are writing: a deadlock.
+so a failed encode would pass silently. Hence our own process, its arguments composed by
+ffmpeg-python; its stderr is drained by a thread, because an unread pipe that fills up blocks
+ffmpeg, and ffmpeg blocked on stderr stops reading the frames we are writing: a deadlock.
 """
 from __future__ import annotations
 
@@ -34,22 +34,24 @@ def encoder_args(path: Path, width: int, height: int, fps: float, audio_from: st
                  audio_lavfi: str | None, crf: int, shortest: bool) -> list[str]:
     """The ffmpeg argument list: raw RGB frames on stdin, optional audio, H.264 + AAC mp4 out.
 
-    A list, never a shell string, so paths with spaces or quotes reach ffmpeg as they are.
+    Composed by ffmpeg-python, which returns a list, never a shell string, so paths with spaces or
+    quotes reach ffmpeg as they are.
     """
-    args = [ffmpeg_exe(), "-y", "-loglevel", "error", "-nostdin",
-            "-f", "rawvideo", "-framerate", str(fps), "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-            "-i", "pipe:"]
-    out = ["-map", "0:v"]
-    if audio_from is not None:
-        args += ["-i", str(audio_from)]
-    elif audio_lavfi is not None:
-        args += ["-f", "lavfi", "-i", audio_lavfi]
-    if audio_from is not None or audio_lavfi is not None:
-        out += ["-map", "1:a", "-acodec", "aac"]  # every audio track of the second input
+    import ffmpeg
+
+    video = ffmpeg.input("pipe:", format="rawvideo", framerate=fps, pix_fmt="rgb24", s=f"{width}x{height}")
+    streams = [video["v"]]
+    options: dict[str, object] = {}
+    audio = (ffmpeg.input(str(audio_from)) if audio_from is not None
+             else ffmpeg.input(audio_lavfi, format="lavfi") if audio_lavfi is not None else None)
+    if audio is not None:
+        streams.append(audio["a"])  # -map 1:a: every audio track of the second input
+        options["acodec"] = "aac"
         if shortest:  # suits a generated tone; a re-muxed original keeps its own lengths instead
-            out.append("-shortest")
-    return args + out + ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-preset", "veryfast",
-                          "-movflags", "+faststart", str(path)]
+            options["shortest"] = None
+    output = ffmpeg.output(*streams, str(path), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="veryfast",
+                           movflags="+faststart", **options)
+    return list(output.global_args("-loglevel", "error", "-nostdin").overwrite_output().compile(cmd=ffmpeg_exe()))
 
 
 def _drain(stream: IO[bytes], tail: bytearray) -> None:

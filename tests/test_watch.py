@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pipeline.journal import JOURNAL_NAME, Journal
 from pipeline.report import load_report
@@ -499,11 +501,15 @@ def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path):
     for name in (".hidden.mp4", "download.mp4.part", "notes.txt", "empty.mp4"):
         (inbox / name).write_bytes(b"" if name == "empty.mp4" else b"x")
     (inbox / "link.mp4").symlink_to(inbox / "clip.mp4")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (32, 32), "gray").save(jpeg, "JPEG")
+    (inbox / "IMG_0001").write_bytes(jpeg.getvalue())   # no suffix: taken by its content, as analyze does
+    (inbox / "README").write_text("not media, no suffix")
     for _ in range(2):   # the second pass finds nothing new
         found.mark_dirty(inbox)
         found.poll()
     rows = {e.path.name: e for e in journal.all()}
-    assert sorted(rows) == ["clip.mp4", "link.mp4"] and len(queued) == 2, rows
+    assert sorted(rows) == ["IMG_0001", "clip.mp4", "link.mp4"] and len(queued) == 3, rows
     assert rows["clip.mp4"].sha256 == sha(inbox / "clip.mp4") and rows["clip.mp4"].refusal is None
     assert rows["link.mp4"].sha256 is None and rows["link.mp4"].refusal.startswith("refused: symbolic link")
     stop.set()   # a large file being hashed does not hold up the shutdown
