@@ -125,3 +125,22 @@ def test_bootstrap_resamples_items_not_frames() -> None:
     assert frames == pytest.approx(per_item)
     naive = bootstrap_auc_interval(np.repeat(labels, 10), np.repeat(scores, 10), resamples=300, seed=0)
     assert naive[1] - naive[0] < 0.6 * (per_item[1] - per_item[0])  # frames as items: falsely narrow
+
+
+def test_bootstrap_intervals_equal_the_one_roc_auc_score_per_resample_definition():
+    """The vectorised bootstrap draws the same resamples as a loop of roc_auc_score calls would."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 1, 0, 1], 6)             # 30 frames of 5 videos
+    scores = np.round(rng.random(30) + 0.3 * labels, 1)  # rounded: ties across classes count half
+    groups = np.repeat(np.arange(5), 6)
+    draw = np.random.default_rng(0)
+    aucs = []
+    for _ in range(300):
+        take = np.concatenate([np.flatnonzero(groups == g) for g in draw.integers(0, 5, 5)])
+        if np.unique(labels[take]).size == 2:
+            aucs.append(roc_auc_score(labels[take], scores[take]))
+    expected = np.percentile(aucs, [2.5, 97.5])
+    got = bootstrap_auc_interval(labels, scores, groups, resamples=300)
+    assert got is not None and np.allclose(got, expected, atol=1e-12)

@@ -76,6 +76,33 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     }
 
 
+def _resampled_aucs(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The ROC AUC of each resample, given as how often it draws each sample (`counts`, shape
+    (resamples, samples)); NaN where a resample lacks a class.
+
+    The AUC is the share of (fake, real) pairs ranked the right way, ties counting half: what
+    `roc_auc_score` computes. With repeated samples each pair weighs c_fake * c_real, so all
+    resamples take a few matrix products instead of thousands of `roc_auc_score` calls (the
+    bootstrap of a dev evaluation went from minutes to about a second).
+    """
+    fake, real = labels == 1, labels == 0
+    diff = scores[fake][:, None] - scores[real][None, :]
+    right = (diff > 0) + 0.5 * (diff == 0)
+    out = np.empty(len(counts))
+    for start in range(0, len(counts), 256):   # bounded memory on large evaluations
+        c_fake, c_real = counts[start:start + 256, fake], counts[start:start + 256, real]
+        pairs = c_fake.sum(1) * c_real.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + 256] = ((c_fake @ right) * c_real).sum(1) / np.where(pairs > 0, pairs, np.nan)
+    return out
+
+
+def _draw_counts(rng: np.random.Generator, units: int, resamples: int) -> np.ndarray:
+    """How often each of `units` is drawn in each of `resamples` draws of `units` with replacement."""
+    draws = rng.integers(0, units, (resamples, units))
+    return np.stack([np.bincount(row, minlength=units) for row in draws]).astype(np.float64)
+
+
 def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
                            resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the ROC AUC, resampling whole groups with replacement.
@@ -90,15 +117,10 @@ def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.nd
         return None
     groups = np.arange(labels.size) if groups is None else np.asarray(groups).ravel()
     names, index = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(index == g) for g in range(names.size)]
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(resamples):
-        take = np.concatenate([members[g] for g in rng.integers(0, names.size, names.size)])
-        if np.unique(labels[take]).size == 2:
-            aucs.append(roc_auc_score(labels[take], scores[take]))
+    counts = _draw_counts(np.random.default_rng(seed), names.size, resamples)[:, index]  # a sample counts as its group
+    aucs = _resampled_aucs(labels, scores, counts)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(aucs, [tail, 100 - tail])
+    low, high = np.percentile(aucs[~np.isnan(aucs)], [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -115,16 +137,13 @@ def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np
     _, scores_b = _as_arrays(labels, scores_b)
     if np.unique(labels).size != 2:
         return None
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(resamples):
-        take = rng.integers(0, labels.size, labels.size)
-        if np.unique(labels[take]).size == 2:
-            diffs.append(roc_auc_score(labels[take], scores_b[take]) - roc_auc_score(labels[take], scores_a[take]))
+    counts = _draw_counts(np.random.default_rng(seed), labels.size, resamples)
+    diffs = _resampled_aucs(labels, scores_b, counts) - _resampled_aucs(labels, scores_a, counts)
+    diffs = diffs[~np.isnan(diffs)]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
     return {"difference": float(roc_auc_score(labels, scores_b) - roc_auc_score(labels, scores_a)),
-            "ci95": (float(low), float(high)), "b_better": float(np.mean(np.array(diffs) > 0))}
+            "ci95": (float(low), float(high)), "b_better": float(np.mean(diffs > 1e-12))}  # a tie in float noise is no win
 
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
