@@ -32,7 +32,7 @@ def train(config_file: str, data: str | None, out: str | None, cache: str, insta
         raise CommandError(str(exc)) from None
     if install:
         DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
-        for name in ("detector.safetensors", "detector.json"):
+        for name in ("detector.safetensors", "detector.json", "split.json"):  # split.json: what it never saw
             shutil.copy2(folder / name, DEFAULT_WEIGHTS / name)
         click.echo(f"installed into {DEFAULT_WEIGHTS}")
 
@@ -42,18 +42,27 @@ def train(config_file: str, data: str | None, out: str | None, cache: str, insta
 @click.option("--split", "splits", multiple=True, help="Manifest split(s) to evaluate (default: all).")
 @click.option("--holdout", type=click.Path(dir_okay=False, exists=True),
               help="A training run's split.json: also evaluate real items of its held-out identities.")
+@click.option("--never-trained", type=click.Path(dir_okay=False, exists=True),
+              help="A training run's split.json: evaluate only what that run never saw (the real items of its held-out "
+                   "identities and the fakes of families it never trained on), among the chosen splits.")
 @click.option("--out", default="runs/eval", show_default=True, help="Folder for metrics.json and plots.")
 @analysis_options
-def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, out: str, **options) -> None:
+def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, never_trained: str | None, out: str,
+             **options) -> None:
     """Accuracy, precision, recall, F1, ROC-AUC with bootstrap intervals, confusion and calibration on
     labelled DATA (a manifest TSV or a folder with real/ and fake/): per frame, item, video, generator
     family and fake/original pair. Every file is scored by the same pipeline as `analyze`, with the
     same options."""
     from training.evaluate import data_root, select_items, summary_lines
     from training.evaluate import evaluate as run_evaluation
+    from training.evaluate import never_trained as unseen_by
 
+    if holdout and never_trained:
+        raise CommandError("--holdout adds held-out reals, --never-trained keeps only unseen items: give one of them")
     try:
         items = select_items(data, list(splits) or None, holdout)
+        if never_trained:
+            items = unseen_by(items, never_trained)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     if not items:

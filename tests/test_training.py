@@ -436,3 +436,18 @@ def test_interrupted_run_resumes_after_the_last_finished_member(trained, dataset
     # the resumed member's phase shows the time its training took, not the moment it took to load
     assert training["resumed_members"] == [MEMBER] and phases[f"member_{MEMBER}_s"] > 0
     assert phases["total_s"] >= phases[f"member_{MEMBER}_s"]
+
+
+def test_never_trained_keeps_held_out_reals_and_families_no_training_identity_had(tmp_path):
+    from training.data import MediaItem
+    from training.evaluate import never_trained
+
+    def item(name: str, label: int, identity: str, group: str) -> MediaItem:
+        return MediaItem(Path(name), label, identity, "train", "video", group)
+
+    items = [item("a_real.mp4", 0, "A", "none"), item("b_real.mp4", 0, "B", "none"),
+             item("a_swap.mp4", 1, "A", "swap"), item("b_swap.mp4", 1, "B", "swap"),   # swap: trained (via A)
+             item("b_lipsync.mp4", 1, "B", "lipsync"), item("c_lipsync.mp4", 1, "C", "lipsync")]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["A"], "holdout": ["B", "C"]}))
+    assert [i.path.name for i in never_trained(items, split)] == ["b_real.mp4", "b_lipsync.mp4", "c_lipsync.mp4"]

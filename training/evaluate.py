@@ -63,6 +63,16 @@ def select_items(data: str | Path, splits: list[str] | None, holdout_split_file:
     return [i for i in items if (not splits or i.split in splits) or (i.identity in held and i.label == 0)]
 
 
+def never_trained(items: list[MediaItem], split_file: str | Path) -> list[MediaItem]:
+    """What a training run never saw, by its split.json: the real items of its held-out identities,
+    and the fakes of every family none of whose items belongs to an identity it trained on (a second
+    set of unseen generators beside dev, from the training data itself)."""
+    split = json.loads(Path(split_file).read_text())
+    trained, held = set(split["train"]), set(split["holdout"])
+    trained_families = {i.group for i in items if i.label == 1 and i.identity in trained}
+    return [i for i in items if (i.label == 0 and i.identity in held) or (i.label == 1 and i.group not in trained_families)]
+
+
 def _metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray | None = None) -> dict:
     """binary_metrics plus the AUC's bootstrap interval (resampling `groups`: the items frames came from)."""
     return {**binary_metrics(labels, scores, threshold), "roc_auc_ci95": bootstrap_auc_interval(labels, scores, groups)}
