@@ -40,6 +40,20 @@ def test_train_is_seeded_and_random(face: np.ndarray) -> None:
     assert not torch.equal(first[0], first[1])  # successive draws differ: it really augments
 
 
+def test_a_lower_zoom_bound_shows_the_face_larger() -> None:
+    """zoom_min_area 0.55 must reach the scale of tight face-crop photos; 0.8 must not."""
+    square = np.zeros((SIZE, SIZE, 3), np.uint8)
+    square[SIZE // 4:3 * SIZE // 4, SIZE // 4:3 * SIZE // 4] = 255   # a "face" on 25 % of the crop
+
+    def largest_share(min_area: float) -> float:
+        transform = build_train_transform(SIZE, min_area)
+        torch.manual_seed(0)
+        return max(float((transform(square).mean(0) > 0.5).float().mean()) for _ in range(60))
+
+    # 0.8 keeps >= 80 % of the crop: the face can grow to 0.25 / 0.8 = 31 % of it, 0.55 to 45 %
+    assert largest_share(0.8) < 0.25 / 0.8 + 0.03 < largest_share(0.55)
+
+
 def test_eval_is_a_plain_resize(face: np.ndarray) -> None:
     transform = build_eval_transform(SIZE)
     out = transform(face)

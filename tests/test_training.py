@@ -328,6 +328,7 @@ def test_load_train_config_rejects_unknown_keys_and_bad_values(tmp_path):
         load_train_config(path)
     # values are checked for type, range and choices, with the key named
     for text, key in (("holdout_share: 1.5", "holdout_share"), ("mode: gpu", "mode"), ("train_pairs: many", "train_pairs"),
+                      ("zoom_min_area: 0", "zoom_min_area"),
                       ("members:\n  m: {finetune: {lr: 0.1, schedule: linear}}", "members.m.finetune.schedule")):
         path.write_text(f"data: x\n{text}\n")
         with pytest.raises(ValueError, match=f"training setting {key}:"):

@@ -51,11 +51,12 @@ def lr_schedule(opt: torch.optim.Optimizer, schedule: Schedule, total: int) -> L
 
 
 def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin: float, size: int,
-                  augment: bool, fake_pool: FacePool | None = None, n_fakes: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                  augment: bool, fake_pool: FacePool | None = None, n_fakes: int = 0,
+                  zoom_min_area: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 3, S, S), float labels): each real crop beside its self-blended fake, then
     `n_fakes` crops of real fakes (family-balanced) each matched by one more real crop, so the two
     classes stay equal in number."""
-    transform = build_train_transform(size) if augment else None
+    transform = build_train_transform(size, zoom_min_area) if augment else None
     images, labels = [], []
 
     def add(crop: np.ndarray, label: int) -> None:

@@ -78,6 +78,7 @@ class TrainConfig:
     patience: Annotated[int, Ge(1)] = 3         # evaluations without improvement before stopping
     input_size: Annotated[int, Ge(32)] = 224
     crop_margin: Annotated[float, Ge(0)] = 0.3
+    zoom_min_area: Annotated[float, Interval(gt=0, le=1)] = 0.8  # random zoom keeps >= this share of a crop
     drop_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     seed: int = 0
     threads: Annotated[int, Ge(0)] = 0          # 0: torch's default
@@ -125,7 +126,7 @@ def run_phase(model: EfficientNet, phase: PhaseConfig, pool: FacePool, val, cfg:
     opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=1e-4 if frozen else 1e-2)
     scheduler = lr_schedule(opt, phase.schedule, phase.steps)
     loss_fn = nn.BCEWithLogitsLoss()
-    transform = build_train_transform(cfg.input_size)
+    transform = build_train_transform(cfg.input_size, cfg.zoom_min_area)
     best: dict[str, Any] = {"auc": _auc(model, val), "step": 0, "state": copy.deepcopy(model.state_dict())}
     history = [{"step": 0, "val_auc": best["auc"]}]
     log(f"{name}: start val AUC {best['auc']:.3f}")
@@ -170,7 +171,7 @@ def distill_backbone(student_arch: str, teacher_path: str, pool: FacePool, steps
     student = timm.create_model(student_arch, num_classes=1000, drop_rate=cfg.drop_rate)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-2)
     scheduler = lr_schedule(opt, "cosine", steps)
-    transform = build_train_transform(cfg.input_size)
+    transform = build_train_transform(cfg.input_size, cfg.zoom_min_area)
     temperature, t0 = 2.0, time.time()
     for step in range(1, steps + 1):
         crops = []
@@ -205,7 +206,9 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
 
     n_fakes = cfg.real_fakes if fake_pool is not None else 0
     key = hashlib.sha1(json.dumps([_pool_digest(pool), _pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
-                                   cfg.input_size, cfg.crop_margin, 2]).encode()).hexdigest()[:16]
+                                   cfg.input_size, cfg.crop_margin, 2]
+                                  + ([cfg.zoom_min_area] if cfg.zoom_min_area != 0.8 else [])  # 0.8: the older sets' key
+                                  ).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"sbi-{key}.safetensors"
     if path.is_file():
         try:
@@ -217,7 +220,7 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
     with torch.random.fork_rng():  # the set depends only on its key; the global RNG is left as it was
         torch.manual_seed(cfg.seed + 2)
         images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True,
-                                       fake_pool=fake_pool, n_fakes=n_fakes)
+                                       fake_pool=fake_pool, n_fakes=n_fakes, zoom_min_area=cfg.zoom_min_area)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     save_file({"images": images.contiguous(), "labels": labels}, str(partial))
