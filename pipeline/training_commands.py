@@ -53,16 +53,15 @@ def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, never_trai
     labelled DATA (a manifest TSV or a folder with real/ and fake/): per frame, item, video, generator
     family and fake/original pair. Every file is scored by the same pipeline as `analyze`, with the
     same options."""
-    from training.evaluate import data_root, select_items, summary_lines
+    from training.evaluate import data_root, never_trained_items, select_items, summary_lines
     from training.evaluate import evaluate as run_evaluation
-    from training.evaluate import never_trained as unseen_by
 
     if holdout and never_trained:
         raise CommandError("--holdout adds held-out reals, --never-trained keeps only unseen items: give one of them")
     try:
         items = select_items(data, list(splits) or None, holdout)
         if never_trained:
-            items = unseen_by(items, never_trained)
+            items = never_trained_items(items, never_trained)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     if not items:

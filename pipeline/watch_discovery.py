@@ -217,7 +217,8 @@ class Discovery:
             return   # a copy that has not started writing yet
         # a file without a suffix is taken by its content, as `analyze` takes it from a folder; a link
         # is judged by its name only (its target is never opened) and, with a media name, refused below
-        if not (looks_like_media(path) if not is_link else path.suffix.lower() in MEDIA_SUFFIXES):
+        media = path.suffix.lower() in MEDIA_SUFFIXES if is_link else looks_like_media(path)
+        if not media:
             # other files are left alone: sidecar files, notes, folder links
             self._say_once("not a media file" if not is_link else "symbolic link", path,
                            logging.INFO if not is_link else logging.WARNING)

@@ -441,7 +441,7 @@ def test_interrupted_run_resumes_after_the_last_finished_member(trained, dataset
 
 def test_never_trained_keeps_held_out_reals_and_families_no_training_identity_had(tmp_path):
     from training.data import MediaItem
-    from training.evaluate import never_trained
+    from training.evaluate import never_trained_items
 
     def item(name: str, label: int, identity: str, group: str) -> MediaItem:
         return MediaItem(Path(name), label, identity, "train", "video", group)
@@ -451,4 +451,4 @@ def test_never_trained_keeps_held_out_reals_and_families_no_training_identity_ha
              item("b_lipsync.mp4", 1, "B", "lipsync"), item("c_lipsync.mp4", 1, "C", "lipsync")]
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["A"], "holdout": ["B", "C"]}))
-    assert [i.path.name for i in never_trained(items, split)] == ["b_real.mp4", "b_lipsync.mp4", "c_lipsync.mp4"]
+    assert [i.path.name for i in never_trained_items(items, split)] == ["b_real.mp4", "b_lipsync.mp4", "c_lipsync.mp4"]

@@ -23,7 +23,10 @@ def _downscale_upscale(size: int) -> v2.Transform:
     return v2.Compose([v2.RandomResize(min_size=max(1, size // 4), max_size=size), v2.Resize((size, size))])
 
 
-def build_train_transform(size: int, zoom_min_area: float = 0.8) -> Transform:
+DEFAULT_ZOOM_MIN_AREA = 0.8   # the shipped recipe's zoom (see build_train_transform)
+
+
+def build_train_transform(size: int, zoom_min_area: float = DEFAULT_ZOOM_MIN_AREA) -> Transform:
     """Random training transform: numpy uint8 HxWx3 RGB -> float32 tensor 3 x size x size in [0, 1].
 
     `zoom_min_area`: the smallest share of the crop a random zoom keeps. 0.8 (mild) covers MTCNN's

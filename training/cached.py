@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from training.augment import build_train_transform
+from training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
 from training.metrics import binary_metrics
 from training.sbi_batches import FacePool, face_crop, normalise, sbi_pair_crops
 
@@ -52,7 +52,7 @@ def lr_schedule(opt: torch.optim.Optimizer, schedule: Schedule, total: int) -> L
 
 def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin: float, size: int,
                   augment: bool, fake_pool: FacePool | None = None, n_fakes: int = 0,
-                  zoom_min_area: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
+                  zoom_min_area: float = DEFAULT_ZOOM_MIN_AREA) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 3, S, S), float labels): each real crop beside its self-blended fake, then
     `n_fakes` crops of real fakes (family-balanced) each matched by one more real crop, so the two
     classes stay equal in number."""

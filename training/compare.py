@@ -17,26 +17,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.evaluate import fake_original_pairs
+from training.evaluate import fake_original_pairs, family_slices
 from training.metrics import paired_auc_difference
 
 
-def _slices(rows: list[dict]) -> dict[str, list[int]]:
-    """Row indices of each slice that has fakes and reals."""
-    kinds = {"all items": None, "videos": "video", "photos": "image"}
-    slices = {name: [k for k, r in enumerate(rows) if kind is None or r["kind"] == kind] for name, kind in kinds.items()}
-    for family in sorted({r["group"] for r in rows if r["label"] == 1}):
-        for kind in ("video", "image"):
-            fakes = [k for k, r in enumerate(rows) if r["label"] == 1 and r["group"] == family and r["kind"] == kind]
-            if fakes:
-                slices[f"{family} ({kind})"] = fakes + [k for k, r in enumerate(rows) if r["label"] == 0 and r["kind"] == kind]
-    return {name: rows_in for name, rows_in in slices.items() if len({rows[k]["label"] for k in rows_in}) == 2}
+def _slices(rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows of each slice that has fakes and reals: all, videos, photos, then each family."""
+    slices = {"all items": rows, "videos": [r for r in rows if r["kind"] == "video"],
+              "photos": [r for r in rows if r["kind"] == "image"]}
+    slices.update({name: fakes + reals for name, (fakes, reals) in family_slices(rows).items()})
+    return {name: rows_in for name, rows_in in slices.items() if len({r["label"] for r in rows_in}) == 2}
 
 
 def _same_file(path: str, rows: dict[str, dict]) -> dict | None:
     """The one row whose path names the same file seen from another folder: older evaluations
-    recorded paths as given on the command line ("../shared/data/dev/x.mp4"), newer ones relative
-    to the data's root ("dev/x.mp4"). None when no path, or more than one, matches."""
+    recorded paths as given on the command line ("../data/dev/x.mp4"), newer ones relative to the
+    data's root ("dev/x.mp4"). None when no path, or more than one, matches."""
     found = [row for other, row in rows.items() if other.endswith("/" + path) or path.endswith("/" + other)]
     return found[0] if len(found) == 1 else None
 
@@ -55,11 +51,10 @@ def compare_evaluations(a: dict, b: dict, column_a: str = "score", column_b: str
         rows.append({**row, "a": float(row[column_a]), "b": float(other[column_b])})
     if not rows:
         raise ValueError("the two evaluations have no scored item in common")
-    labels = np.array([r["label"] for r in rows])
     slices = {}
-    for name, index in _slices(rows).items():
-        y = labels[index]
-        paired = paired_auc_difference(y, np.array([rows[k]["a"] for k in index]), np.array([rows[k]["b"] for k in index]),
+    for name, rows_in in _slices(rows).items():
+        y = np.array([r["label"] for r in rows_in])
+        paired = paired_auc_difference(y, np.array([r["a"] for r in rows_in]), np.array([r["b"] for r in rows_in]),
                                        resamples=resamples, seed=seed)
         assert paired is not None  # _slices keeps only slices with both classes
         slices[name] = {"fakes": int(y.sum()), "reals": int(len(y) - y.sum()), **paired}

@@ -63,7 +63,7 @@ def select_items(data: str | Path, splits: list[str] | None, holdout_split_file:
     return [i for i in items if (not splits or i.split in splits) or (i.identity in held and i.label == 0)]
 
 
-def never_trained(items: list[MediaItem], split_file: str | Path) -> list[MediaItem]:
+def never_trained_items(items: list[MediaItem], split_file: str | Path) -> list[MediaItem]:
     """What a training run never saw, by its split.json: the real items of its held-out identities,
     and the fakes of every family none of whose items belongs to an identity it trained on (a second
     set of unseen generators beside dev, from the training data itself)."""
@@ -139,23 +139,30 @@ def score_items(analyzer: ScoresFiles, items: list[MediaItem], log: Log = print,
     return rows
 
 
-def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
-    """Each fake family against the real items of the same kind; reals get their share flagged."""
+def family_slices(rows: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
+    """"family (kind)" -> (that family's fakes of that kind, the real items of the same kind): videos
+    are judged against real videos, photos against real photos."""
     out = {}
     for family in sorted({r["group"] for r in rows if r["label"] == 1}):
         for kind in ("video", "image"):
-            fakes = [r for r in rows if r["group"] == family and r["kind"] == kind and column in r]
-            reals = [r for r in rows if r["label"] == 0 and r["kind"] == kind and column in r]
-            if not fakes:
-                continue
-            scores = np.array([r[column] for r in fakes + reals])
-            labels = np.array([1] * len(fakes) + [0] * len(reals))
-            auc = binary_metrics(labels, scores, threshold)["roc_auc"] if reals else None
-            out[f"{family} ({kind})"] = {
-                "fakes": len(fakes), "reals": len(reals), "roc_auc": auc,
-                "roc_auc_ci95": bootstrap_auc_interval(labels, scores) if reals else None,
-                "mean_score": float(np.mean([r[column] for r in fakes])),
-                "share_flagged_fake": float(np.mean([r[column] >= threshold for r in fakes]))}
+            fakes = [r for r in rows if r["label"] == 1 and r["group"] == family and r["kind"] == kind]
+            if fakes:
+                out[f"{family} ({kind})"] = (fakes, [r for r in rows if r["label"] == 0 and r["kind"] == kind])
+    return out
+
+
+def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
+    """Each fake family against the real items of the same kind; reals get their share flagged."""
+    out = {}
+    for name, (fakes, reals) in family_slices([r for r in rows if column in r]).items():
+        scores = np.array([r[column] for r in fakes + reals])
+        labels = np.array([1] * len(fakes) + [0] * len(reals))
+        auc = binary_metrics(labels, scores, threshold)["roc_auc"] if reals else None
+        out[name] = {
+            "fakes": len(fakes), "reals": len(reals), "roc_auc": auc,
+            "roc_auc_ci95": bootstrap_auc_interval(labels, scores) if reals else None,
+            "mean_score": float(np.mean([r[column] for r in fakes])),
+            "share_flagged_fake": float(np.mean([r[column] >= threshold for r in fakes]))}
     return out
 
 

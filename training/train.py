@@ -30,7 +30,7 @@ from torch import nn
 from stages.classify import to_model_input
 from stages.detect import DetectSettings, FaceDetector
 from stages.ensemble import DetectorConfig, EnsembleDetector, create_member, save_detector
-from training.augment import build_train_transform
+from training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
 from training.cached import LateBlocks, Schedule, build_sbi_set, early_features, lr_schedule, train_late_blocks
 from training.calibrate import apply_calibration, fit_calibration
 from training.data import FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
@@ -78,7 +78,7 @@ class TrainConfig:
     patience: Annotated[int, Ge(1)] = 3         # evaluations without improvement before stopping
     input_size: Annotated[int, Ge(32)] = 224
     crop_margin: Annotated[float, Ge(0)] = 0.3
-    zoom_min_area: Annotated[float, Interval(gt=0, le=1)] = 0.8  # random zoom keeps >= this share of a crop
+    zoom_min_area: Annotated[float, Interval(gt=0, le=1)] = DEFAULT_ZOOM_MIN_AREA  # random zoom keeps >= this share
     drop_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     seed: int = 0
     threads: Annotated[int, Ge(0)] = 0          # 0: torch's default
@@ -206,9 +206,7 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
 
     n_fakes = cfg.real_fakes if fake_pool is not None else 0
     key = hashlib.sha1(json.dumps([_pool_digest(pool), _pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
-                                   cfg.input_size, cfg.crop_margin, 2]
-                                  + ([cfg.zoom_min_area] if cfg.zoom_min_area != 0.8 else [])  # 0.8: the older sets' key
-                                  ).encode()).hexdigest()[:16]
+                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"sbi-{key}.safetensors"
     if path.is_file():
         try:
