@@ -391,6 +391,7 @@ class _VideoReader(MediaReader):
         self._last_wanted = 0
         self._damage: np.ndarray | None = None  # per frame: damaged (ffmpeg's map), once errors were seen
         self._no_damage_map = False
+        self._starts: np.ndarray | None = None  # per frame: start time in seconds (decord's), with the map
 
     def _finish(self, frames: np.ndarray) -> np.ndarray:
         frames = _rotate(frames, self._extra_rotation)
@@ -448,15 +449,17 @@ class _VideoReader(MediaReader):
         from stages.video_damage import damaged_frames
 
         try:
-            starts = np.asarray(self._video.get_frame_timestamp(range(len(self._video))), dtype=np.float64)[:, 0]
+            self._starts = np.asarray(self._video.get_frame_timestamp(range(len(self._video))), dtype=np.float64)[:, 0]
         except Exception:
             return None
-        timeout_s = 120.0 + self.info.duration_s / 4  # decoding runs several times faster than real time
-        return damaged_frames(Path(self.info.path), starts, self._gop_starts(), last, timeout_s)
+        return damaged_frames(Path(self.info.path), self._starts, self._gop_starts(), last, self._ffmpeg_timeout_s())
+
+    def _ffmpeg_timeout_s(self) -> float:
+        return 120.0 + self.info.duration_s / 4  # decoding runs several times faster than real time
 
     def _read_around_damage(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ffmpeg found damaged are left out unread; the others are read, and any decord
-        cannot decode (it gives up on some streams ffmpeg conceals) are left out too."""
+        """Frames ffmpeg found damaged are left out unread; the others are read by decord, or, where
+        decord fails on them, by ffmpeg, and any neither can decode are left out too."""
         assert self._damage is not None
         damage = self._damage
         ok = np.array([i < len(damage) and not damage[i] for i in chunk.tolist()], dtype=bool)
@@ -467,26 +470,17 @@ class _VideoReader(MediaReader):
             frames = self._video.get_batch(wanted.tolist()).asnumpy()
             self._rewind(self._video)
             return self._finish(frames), ok
-        except Exception:
+        except Exception:  # it decoded ahead into the damage: ffmpeg decodes the clean frames in order
             self._rewind(self._video)
-        kept: list[np.ndarray] = []
-        for k in np.flatnonzero(ok).tolist():
-            frame = None
-            for _ in range(2):  # a failure can come from a packet read ahead: a second try settles it
-                try:
-                    frame = self._video.get_batch([int(chunk[k])]).asnumpy()[0]
-                    break
-                except Exception:
-                    pass
-                finally:
-                    self._rewind(self._video)
-            if frame is None:
-                ok[k] = False
-            else:
-                kept.append(frame)
-        if not kept:
+        from stages.video_damage import clean_frames
+
+        assert self._starts is not None  # set with the damage map
+        decoded = clean_frames(Path(self.info.path), self._starts, wanted, self.info.width, self.info.height,
+                               self._ffmpeg_timeout_s())
+        ok &= np.array([int(i) in decoded for i in chunk.tolist()], dtype=bool)
+        if not ok.any():
             return np.zeros((0, self.info.height, self.info.width, 3), dtype=np.uint8), ok
-        return self._finish(np.stack(kept)), ok
+        return np.stack([decoded[int(i)] for i in chunk[ok].tolist()]), ok  # upright already: ffmpeg turns it
 
     def _gop_starts(self) -> np.ndarray:
         if self._keyframes is None:

@@ -108,6 +108,41 @@ def test_library_internals_are_cleaned_from_reasons():
     assert clean_reason(raw) == "Check failed: error while decoding MB 2 0"
 
 
+class _ReadAheadFails:
+    """A decord reader whose frame reads always fail, as its read-ahead does now and then on damage
+    after the frames asked for (thread timing); everything else passes through."""
+
+    def __init__(self, video):
+        self._video = video
+
+    def get_batch(self, indices):
+        raise RuntimeError("DECORDError: read ahead into damage")
+
+    def __getattr__(self, name):
+        return getattr(self._video, name)
+
+    def __len__(self):
+        return len(self._video)
+
+
+def test_clean_frames_of_a_damaged_video_are_read_even_when_decord_fails(tmp_path, clips):
+    import decord
+
+    data = bytearray(Path(clips["one"]).read_bytes())  # one group of pictures: damage spoils what follows
+    start = data.index(b"mdat") + 4
+    off = start + int((len(data) - start) * 0.4)
+    data[off:off + 2000] = bytes(b ^ 0xFF for b in data[off:off + 2000])
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    reader = open_media(damaged)
+    reader._video = _ReadAheadFails(reader._video)
+    batches = list(reader.batches(np.array([5, 15, 25, 35])))
+    assert [i for b in batches for i in b.indices.tolist()] == [5]   # the clean frame, from ffmpeg
+    assert [i for b in batches for i in b.dropped.tolist()] == [15, 25, 35]
+    original = decord.VideoReader(str(clips["one"])).get_batch([5]).asnumpy()[0]
+    assert np.abs(batches[0].frames[0].astype(int) - original.astype(int)).mean() < 1.0   # frame 5, not another
+
+
 def test_decoder_messages_go_to_the_debug_log_not_the_terminal(tmp_path, clips, caplog, capfd):
     import logging
 

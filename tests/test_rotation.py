@@ -154,3 +154,18 @@ def test_face_is_found_in_rotated_phone_clip(tmp_path):
     x1, y1, x2, y2 = faces[0].box
     # render_sample_frame puts the head at x = w * (0.3 + 0.4 t), y = h * (0.5 + 0.05 sin(4 pi t)), t = 0.5
     assert abs((x1 + x2) / 2 - w * 0.5) < 40 and abs((y1 + y2) / 2 - h * 0.5) < 60
+
+
+@pytest.mark.parametrize(("suffix", "clockwise"), [(".mp4", 90), (".mp4", 270), (".mkv", 90)])
+def test_frames_ffmpeg_decodes_for_a_damaged_video_match_decord(stored_clip, tmp_path, suffix, clockwise):
+    # where decord fails on the clean frames of a damaged video, ffmpeg decodes them: same upright,
+    # downscaled picture as decord gives
+    from stages.video_damage import clean_frames
+
+    clip = _with_rotation(stored_clip, tmp_path / f"rot{clockwise}{suffix}", clockwise)
+    reader = open_media(clip, DecodeLimits(max_decode_pixels=STORED_W * STORED_H // 2))
+    starts = np.asarray(reader._video.get_frame_timestamp(range(10)), dtype=np.float64)[:, 0]
+    frames = clean_frames(clip, starts, np.array([0, 5]), reader.info.width, reader.info.height, 30.0)
+    decord_frames = reader.read(np.array([0, 5]))
+    assert sorted(frames) == [0, 5]
+    assert _mad(frames[0], decord_frames[0]) < 6 and _mad(frames[5], decord_frames[1]) < 6

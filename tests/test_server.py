@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from processes import any_alive_after
 
 from pipeline.cli import main
 from pipeline.config import DEFAULT_WEIGHTS, load_config
@@ -414,21 +415,6 @@ class ServerProcess:
         return code
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _any_alive_after(pids: list[int], timeout: float = 10.0) -> bool:
-    """Whether any of `pids` still runs `timeout` s from now. The kernel delivers the parent-death
-    signal, and multiprocessing's resource tracker sees its pipe close, only after the server is gone:
-    they end a moment later, not at the same instant."""
-    deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return any(_alive(pid) for pid in pids)
 
 
 def test_restart_after_kill_9_finishes_every_job_once(tmp_path, weights_dir, clips):
@@ -445,7 +431,7 @@ def test_restart_after_kill_9_finishes_every_job_once(tmp_path, weights_dir, cli
         assert children
     finally:
         server.kill(signal.SIGKILL)
-    assert not _any_alive_after(children), "an analysis process outlived the server"
+    assert not any_alive_after(children), "an analysis process outlived the server"
 
     journal = JobJournal(data / JOURNAL_NAME)
     before = {job_id: journal.get(job_id) for job_id in ids}
@@ -461,7 +447,7 @@ def test_restart_after_kill_9_finishes_every_job_once(tmp_path, weights_dir, cli
         # uvicorn ends a clean shutdown by re-raising the signal it caught: killed by SIGTERM, as a service should
         assert server.kill(signal.SIGTERM) in (0, -signal.SIGTERM), server.log_path.read_text()
         assert "Application shutdown complete" in server.log_path.read_text()
-        assert children and not _any_alive_after(children), "an analysis process outlived the server"
+        assert children and not any_alive_after(children), "an analysis process outlived the server"
     finally:
         server.kill(signal.SIGKILL)
 

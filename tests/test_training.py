@@ -180,6 +180,26 @@ def test_second_face_extraction_comes_from_the_cache(trained):
     assert sorted(trained.cache.glob("*.npz")) == cached_files  # nothing new written
 
 
+def test_a_copied_dataset_finds_its_faces_in_the_cache(trained, tmp_path):
+    # a dataset copied elsewhere (new paths, new times) has the same faces: keyed by content
+    copy = shutil.copytree(Path(trained.cfg.data), tmp_path / "copied", copy_function=shutil.copy)
+    items = [i for i in read_dataset(copy) if i.label == 0]
+    cached_files = sorted(trained.cache.glob("*.npz"))
+
+    def no_detection(frames):
+        raise AssertionError("face detection ran although every item's content is cached")
+
+    stub = SimpleNamespace(settings=DetectSettings(min_confidence=0.9), detect=no_detection)
+    faces = extract_all(items, stub, trained.cache, FRAMES, progress=False)
+    assert set(faces) == {i.path for i in items} and all(len(fs) for fs in faces.values())
+    assert sorted(trained.cache.glob("*.npz")) == cached_files
+    changed = items[0].path if items[0].path.is_file() else sorted(items[0].path.iterdir())[0]
+    with open(changed, "ab") as fh:  # one byte more: the same picture to a decoder, new content to the cache
+        fh.write(b"\0")
+    with pytest.raises(AssertionError, match="face detection ran"):
+        extract_all(items[:1], stub, trained.cache, FRAMES, progress=False)
+
+
 def test_analyze_uses_the_trained_detector(trained, dataset, tmp_path):
     clip = dataset / "real" / "clip.mp4"
     # one input with --out: the annotated video and Grad-CAM keyframes are rendered too
@@ -452,3 +472,32 @@ def test_never_trained_keeps_held_out_reals_and_families_no_training_identity_ha
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["A"], "holdout": ["B", "C"]}))
     assert [i.path.name for i in never_trained_items(items, split)] == ["b_real.mp4", "b_lipsync.mp4", "c_lipsync.mp4"]
+
+
+def test_feature_hints_reach_every_stage_and_can_be_learned(astronaut_face):
+    # feature distillation (distill_target: features) pairs each EfficientNetV2-B0 stage and its final
+    # feature map with EfficientNet-Lite0's; learning from the hints on one batch lowers their loss
+    import timm
+
+    from training.train import FeatureMatch, _maps_and_logits
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
+    student = timm.create_model("tf_efficientnetv2_b0", num_classes=1000)
+    hints = FeatureMatch(student, teacher)
+    assert len(hints.adapters) == 6  # five stages and the final feature map
+    face = torch.from_numpy(cv2.resize(astronaut_face.image, (64, 64))).permute(2, 0, 1).float() / 127.5 - 1
+    x = torch.stack([face, face.flip(2), face.flip(1), -face])
+    with torch.no_grad():
+        teacher_maps, _ = _maps_and_logits(teacher, x)
+    opt = torch.optim.AdamW([*student.parameters(), *hints.parameters()], lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = hints(_maps_and_logits(student, x)[0], teacher_maps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    stem_grad = student.conv_stem.weight.grad
+    assert stem_grad is not None and stem_grad.abs().sum() > 0  # the hints reach the first (later frozen) layer

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from processes import alive
 
 from pipeline.journal import JOURNAL_NAME, Journal
 from pipeline.report import load_report
@@ -265,7 +266,7 @@ def test_kill_9_then_restart_processes_everything_exactly_once(tmp_path, assets)
     finally:
         daemon.kill()
     # the analysis process dies with the daemon (no orphan keeps writing into OUT)
-    wait_for(lambda: not [k for k in kids if _alive(k)], 20, "the analysis process to die with the daemon")
+    wait_for(lambda: not [k for k in kids if alive(k)], 20, "the analysis process to die with the daemon")
     killed_on = running[0].path.name
 
     # restart with --stop-grace 0, then SIGTERM while a new file is being analysed: README, "Stopping
@@ -306,12 +307,6 @@ def test_kill_9_then_restart_processes_everything_exactly_once(tmp_path, assets)
     assert not [p for p in inbox.iterdir() if p.is_file()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_keep_in_place_is_not_reprocessed_and_status_command(tmp_path, assets):

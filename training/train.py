@@ -70,6 +70,8 @@ class TrainConfig:
     members: dict[str, MemberRecipe] = field(default_factory=dict)
     distill_teacher: str = ""                   # tf_efficientnet_lite0 ImageNet safetensors
     distill_steps: Annotated[int, Ge(0)] = 300
+    distill_target: Literal["logits", "features"] = "logits"  # features: also match every stage's feature
+                                                # maps, on real and fake faces
     frames_per_video: Annotated[int, Ge(1)] = 16
     holdout_share: Annotated[float, Interval(gt=0, lt=1)] = 0.2
     val_pairs: Annotated[int, Ge(1)] = 200
@@ -161,36 +163,73 @@ def run_phase(model: EfficientNet, phase: PhaseConfig, pool: FacePool, val, cfg:
             "images": step * 2 * cfg.batch_pairs}
 
 
-def distill_backbone(student_arch: str, teacher_path: str, pool: FacePool, steps: int, cfg: TrainConfig,
+class FeatureMatch(nn.Module):
+    """FitNets-style hints: 1x1 convolutions that map each student stage (and its final feature map)
+    onto the teacher's channels, so the student's early blocks, which stay frozen later, learn the
+    teacher's features directly rather than only through its 1000 logits. Discarded after distillation."""
+
+    def __init__(self, student: EfficientNet, teacher: EfficientNet):
+        super().__init__()
+        pairs = [*zip(_stage_channels(student), _stage_channels(teacher)), (student.num_features, teacher.num_features)]
+        self.adapters = nn.ModuleList(nn.Conv2d(s, t, 1, bias=False) for s, t in pairs)
+
+    def forward(self, student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]) -> torch.Tensor:
+        loss = student_maps[0].new_zeros(())
+        for adapter, s, t in zip(self.adapters, student_maps, teacher_maps, strict=True):
+            # each teacher channel standardised over the batch: every stage weighs alike whatever its scale
+            t = (t - t.mean(dim=(0, 2, 3), keepdim=True)) / (t.std(dim=(0, 2, 3), keepdim=True) + 1e-4)
+            loss = loss + nn.functional.mse_loss(adapter(s), t)
+        return loss / len(self.adapters)
+
+
+def _stage_channels(model: EfficientNet) -> list[int]:
+    return [int(info["num_chs"]) for info in model.feature_info]
+
+
+def _maps_and_logits(model: EfficientNet, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    final, stages = model.forward_intermediates(x)
+    return [*stages, final], model.forward_head(final)
+
+
+def distill_backbone(student_arch: str, teacher_path: str, pools: list[FacePool], steps: int, cfg: TrainConfig,
                      rng: np.random.Generator, log: Log) -> dict[str, torch.Tensor]:
-    """Teach `student_arch` to reproduce the ImageNet logits of EfficientNet-Lite0 on face frames
-    (no labels needed): gives the student ImageNet-like features where no ImageNet weights exist."""
+    """Teach `student_arch` to reproduce EfficientNet-Lite0's ImageNet logits (and, with
+    `distill_target: features`, its feature maps at every stage) on face frames of every
+    training item, real or fake (no labels needed): ImageNet-like features where no ImageNet
+    weights exist."""
     teacher = timm.create_model("tf_efficientnet_lite0", num_classes=1000)
     teacher.load_state_dict(load_file(teacher_path))
     teacher.eval()
     student = timm.create_model(student_arch, num_classes=1000, drop_rate=cfg.drop_rate)
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-2)
+    assert isinstance(teacher, EfficientNet) and isinstance(student, EfficientNet)
+    hints = FeatureMatch(student, teacher) if cfg.distill_target == "features" else None
+    params = [*student.parameters(), *(hints.parameters() if hints else [])]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     scheduler = lr_schedule(opt, "cosine", steps)
     transform = build_train_transform(cfg.input_size, cfg.zoom_min_area)
     temperature, t0 = 2.0, time.time()
     for step in range(1, steps + 1):
         crops = []
         for _ in range(2 * cfg.batch_pairs):
-            ctx, box, _ = pool.draw(rng)
+            ctx, box, _ = pools[rng.integers(len(pools))].draw(rng)
             crops.append(transform(ctx))  # the whole context crop: faces and what surrounds them
         x = normalise(torch.stack(crops), MEAN, STD)
         with torch.no_grad():
-            target = torch.log_softmax(teacher(x) / temperature, dim=1)
+            teacher_maps, teacher_logits = _maps_and_logits(teacher, x)
+            target = torch.log_softmax(teacher_logits / temperature, dim=1)
         student.train()
-        pred = torch.log_softmax(student(x) / temperature, dim=1)
-        loss = nn.functional.kl_div(pred, target, log_target=True, reduction="batchmean") * temperature ** 2
+        student_maps, student_logits = _maps_and_logits(student, x)
+        pred = torch.log_softmax(student_logits / temperature, dim=1)
+        kl = nn.functional.kl_div(pred, target, log_target=True, reduction="batchmean") * temperature ** 2
+        hint = hints(student_maps, teacher_maps) if hints else kl.new_zeros(())
+        loss = kl + hint
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         scheduler.step()
         if step % 50 == 0 or step == steps:
             rate = step * len(crops) / (time.time() - t0)
-            log(f"distill {student_arch}: step {step}/{steps} KL {loss.item():.3f} ({rate:.1f} img/s)")
+            log(f"distill {student_arch}: step {step}/{steps} KL {kl.item():.3f} features {hint.item():.3f} ({rate:.1f} img/s)")
     return {k: v for k, v in student.state_dict().items() if not k.startswith("classifier.")}
 
 
@@ -315,7 +354,7 @@ class Checkpoints:
     def stem(self, name: str) -> str:
         # distillation settings belong to the members that distil, not to the whole run: a run that
         # only lengthens EfficientNetV2's distillation reuses the finished MobileNetV2
-        distill = ("distill_steps", "distill_teacher")
+        distill = ("distill_steps", "distill_teacher", "distill_target")
         run_wide = {k: v for k, v in asdict(self.cfg).items() if k not in ("out", "version", "threads", "members", *distill)}
         names = list(self.cfg.members)
         earlier = {}
@@ -356,8 +395,11 @@ def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tupl
         member = create_member(name, cfg.drop_rate)
         assert isinstance(member, EfficientNet)  # every MEMBER_REGISTRY entry is a timm EfficientNet-family model
         if init == "distill":
-            log(f"{name}: distilling from EfficientNet-Lite0 ({cfg.distill_steps} steps)")
-            backbone = distill_backbone(name, cfg.distill_teacher, pools[0], cfg.distill_steps, cfg, rng, log)
+            log(f"{name}: distilling from EfficientNet-Lite0 ({cfg.distill_steps} steps, {cfg.distill_target})")
+            # feature distillation (the issue's "over all frames of all videos") draws real and fake faces
+            # alike, as the teacher needs no labels; logits keep the shipped 0.3.0 recipe (real faces)
+            unlabelled = [p for p in pools if p is not None] if cfg.distill_target == "features" else [pools[0]]
+            backbone = distill_backbone(name, cfg.distill_teacher, unlabelled, cfg.distill_steps, cfg, rng, log)
             member.load_state_dict(backbone, strict=False)
         elif init != "scratch":
             load_backbone(member, init)
