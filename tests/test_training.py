@@ -303,6 +303,8 @@ def test_training_gives_the_same_weights_with_a_warm_cache(cli_run, trained):
     # the fixture's run built the face crops and the pseudo-fake set; the CLI run read both from the cache
     assert cli_run.result.exit_code == 0
     assert load_detector(cli_run.out).config.sha256 == load_detector(trained.out).config.sha256
+    faces = load_detector(cli_run.out).config.training["faces"]  # the faces it saw, recorded beside the weights
+    assert faces["digest"] == trained.report["faces"]["digest"] and len(faces["digest"]) == 40
 
 
 def test_load_train_config_parses_members_and_phases(tmp_path):

@@ -469,7 +469,11 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         "holdout_identities": len(held_pool.identities), "train_fake": len(fake_pool) if fake_pool else 0,
         "holdout_fake": len(held_fake) if held_fake else 0,
         "train_fake_families": sorted(fake_pool.tree) if fake_pool else [],  # the pool's first level
-        "holdout_fake_families": sorted(held_fake.tree) if held_fake else []},
+        "holdout_fake_families": sorted(held_fake.tree) if held_fake else [],
+        # sha1 of the faces themselves: a retrain that finds other faces (another decoder, another
+        # detector version) says so here, before its weights are compared with these
+        "digest": hashlib.sha1((_pool_digest(train_pool) + _pool_digest(fake_pool) + _pool_digest(held_pool)
+                                + _pool_digest(held_fake)).encode()).hexdigest()},
         "members": {}}
     detector_cfg = DetectorConfig(members=list(cfg.members), input_size=cfg.input_size, crop_margin=cfg.crop_margin,
                                   mean=MEAN, std=STD, drop_rate=cfg.drop_rate, version=cfg.version, trained=True)
