@@ -8,6 +8,7 @@ training loss falls, never accuracy. Metrics against hand-computed values are in
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -503,3 +504,17 @@ def test_feature_hints_reach_every_stage_and_can_be_learned(astronaut_face):
     assert losses[-1] < 0.8 * losses[0]
     stem_grad = student.conv_stem.weight.grad
     assert stem_grad is not None and stem_grad.abs().sum() > 0  # the hints reach the first (later frozen) layer
+
+
+def test_split_seed_keeps_the_identities_while_seed_changes_every_draw(trained, tmp_path):
+    # another seed on the same split: how far one recipe's results spread from run to run
+    items = read_dataset(trained.cfg.data)
+    assert split_by_identity(items, trained.cfg.holdout_share, 1) != split_by_identity(items, trained.cfg.holdout_share, 0)
+    cfg = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), seed=1, split_seed=trained.cfg.seed)
+    threads = torch.get_num_threads()
+    try:
+        out = train(cfg, cache_dir=trained.cache, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert (out / "split.json").read_text() == (trained.out / "split.json").read_text()
+    assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256

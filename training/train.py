@@ -83,6 +83,8 @@ class TrainConfig:
     zoom_min_area: Annotated[float, Interval(gt=0, le=1)] = DEFAULT_ZOOM_MIN_AREA  # random zoom keeps >= this share
     drop_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     seed: int = 0
+    split_seed: int | None = None               # the identity split's seed (None: `seed`); set it to retrain
+                                                # with other draws on the same split (run-to-run spread)
     threads: Annotated[int, Ge(0)] = 0          # 0: torch's default
     version: str = "0.1.0"
     splits: list[str] = field(default_factory=lambda: ["train"])  # manifest splits to train on
@@ -455,7 +457,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     t = time.time()
     items, faces = prepare_faces(cfg, cache_dir, log)
     t = mark("faces_s", t)
-    train_ids, held_ids = split_by_identity(items, cfg.holdout_share, cfg.seed)
+    train_ids, held_ids = split_by_identity(items, cfg.holdout_share, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     save_split(out / "split.json", train_ids, held_ids)
     train_pool, fake_pool = _pools(items, faces, train_ids)
     held_pool, held_fake = _pools(items, faces, held_ids)
