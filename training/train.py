@@ -465,6 +465,10 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         f"{len(fake_pool) if fake_pool else 0} fake from {len(fake_pool.identities) if fake_pool else 0} "
         f"family/identity groups for training; {len(held_pool)} real and {len(held_fake) if held_fake else 0} fake held out")
     val = _validation_set(held_pool, held_fake, cfg)
+    # sha1 of the faces themselves, every pool: keys the member checkpoints and is recorded in the
+    # report, so a retrain that found other faces (another decoder or detector version) says so
+    faces_digest = hashlib.sha1("".join(_pool_digest(p) for p in (train_pool, fake_pool, held_pool, held_fake))
+                                .encode()).hexdigest()
 
     report: dict = {"config": asdict(cfg), "faces": {
         "train": len(train_pool), "holdout": len(held_pool), "train_identities": len(train_pool.identities),
@@ -472,10 +476,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         "holdout_fake": len(held_fake) if held_fake else 0,
         "train_fake_families": sorted(fake_pool.tree) if fake_pool else [],  # the pool's first level
         "holdout_fake_families": sorted(held_fake.tree) if held_fake else [],
-        # sha1 of the faces themselves: a retrain that finds other faces (another decoder, another
-        # detector version) says so here, before its weights are compared with these
-        "digest": hashlib.sha1((_pool_digest(train_pool) + _pool_digest(fake_pool) + _pool_digest(held_pool)
-                                + _pool_digest(held_fake)).encode()).hexdigest()},
+        "digest": faces_digest},
         "members": {}}
     detector_cfg = DetectorConfig(members=list(cfg.members), input_size=cfg.input_size, crop_margin=cfg.crop_margin,
                                   mean=MEAN, std=STD, drop_rate=cfg.drop_rate, version=cfg.version, trained=True)
@@ -485,8 +486,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         train_set = cached_sbi_set(train_pool, cfg, cache_dir, fake_pool)
         log(f"training set: {len(train_set[0])} crops ({int(train_set[1].sum())} fake)")
         t = mark("train_set_s", t)
-    checkpoints = Checkpoints(Path(cache_dir) / "members", cfg,
-                              _pool_digest(train_pool) + _pool_digest(fake_pool) + _pool_digest(held_pool))
+    checkpoints = Checkpoints(Path(cache_dir) / "members", cfg, faces_digest)
     trained: dict[str, nn.Module] = {}
     resumed: list[str] = []  # members taken from an earlier (interrupted or shared) run's checkpoints
     for name, recipe in cfg.members.items():
