@@ -19,7 +19,7 @@ from pipeline.cli_common import CommandError, analysis_options, config_from_opti
 def train(config_file: str, data: str | None, out: str | None, cache: str, install: bool) -> None:
     """Train the ensemble on self-blended pseudo-fakes of real faces."""
     from pipeline.config import DEFAULT_WEIGHTS
-    from training.train import load_train_config
+    from training.recipe import load_train_config
     from training.train import train as run_training
 
     try:

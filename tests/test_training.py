@@ -28,9 +28,10 @@ from stages.ensemble import load_detector
 from training.cached import build_sbi_set
 from training.data import FaceSet, extract_all, read_dataset, split_by_identity
 from training.metrics import binary_metrics
+from training.recipe import MemberRecipe, PhaseConfig, TrainConfig, load_train_config
 from training.sbi_batches import FacePool, fixed_sbi_set
 from training.self_blend import self_blend
-from training.train import MemberRecipe, PhaseConfig, TrainConfig, load_train_config, member_logits, prepare_faces, train
+from training.train import member_logits, prepare_faces, train
 
 MEMBER = "mobilenetv2_100"
 FRAMES = 4  # frames sampled per video, in training and evaluation alike (same face-cache key)
@@ -482,7 +483,7 @@ def test_feature_hints_reach_every_stage_and_can_be_learned(astronaut_face):
     # feature map with EfficientNet-Lite0's; learning from the hints on one batch lowers their loss
     import timm
 
-    from training.train import FeatureMatch, _maps_and_logits
+    from training.distill import FeatureMatch, _maps_and_logits
 
     torch.manual_seed(0)
     teacher = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
@@ -518,3 +519,33 @@ def test_split_seed_keeps_the_identities_while_seed_changes_every_draw(trained, 
         torch.set_num_threads(threads)
     assert (out / "split.json").read_text() == (trained.out / "split.json").read_text()
     assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256
+
+
+def test_seed_ensemble_keeps_every_seed_and_reuses_the_one_seed_run(trained, tmp_path):
+    # replicas: 2 = the fixture's one-member recipe trained with seeds 0 and 1 on one split, both kept
+    cfg = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), replicas=2)
+    log: list[str] = []
+    threads = torch.get_num_threads()
+    try:
+        out = train(cfg, cache_dir=trained.cache, log=log.append)
+    finally:
+        torch.set_num_threads(threads)
+    ensemble = load_detector(out)
+    names = [f"{MEMBER}-seed0", f"{MEMBER}-seed1"]
+    assert ensemble.config.members == names
+    assert ensemble.config.architectures[names[1]]["model_name"] == MEMBER  # the file says what network each is
+    # seed 0 is the one-seed run the fixture made: taken from its checkpoint, tensor for tensor
+    assert any(line.startswith(f"{names[0]}: resumed from") for line in log)
+    one_seed = load_detector(trained.out).members[MEMBER].state_dict()
+    for key, tensor in ensemble.members[names[0]].state_dict().items():
+        assert torch.equal(tensor, one_seed[key]), key
+    # seed 1 was trained here, with other draws: other weights
+    assert not all(torch.equal(t, one_seed[k]) for k, t in ensemble.members[names[1]].state_dict().items())
+    # each seed's own detector is saved beside the ensemble, and seed 0's is the one-seed run's
+    seed0 = load_detector(out / "seeds" / "seed0")
+    assert seed0.config.members == [names[0]] and seed0.config.threshold == load_detector(trained.out).config.threshold
+    assert (out / "seeds" / "seed1" / "detector.safetensors").is_file()
+    phases = ensemble.config.training["phases"]
+    assert {f"member_{n}_s" for n in names} <= set(phases)
+    scores = ensemble(torch.zeros(2, 3, cfg.input_size, cfg.input_size))[1]
+    assert scores.shape == (2, 2)

@@ -1,0 +1,102 @@
+"""What a training run keeps on disk so that a re-run or an interrupted run picks up where it was:
+the fixed, augmented training set and every finished member (both in the cache folder, shared by runs)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from training.cached import build_sbi_set
+from training.recipe import TrainConfig, split_seed
+from training.sbi_batches import FacePool
+
+
+def pool_digest(pool: FacePool | None) -> str:
+    return pool.digest if pool else hashlib.sha1().hexdigest()  # None: the digest of nothing
+
+
+def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
+                   fake_pool: FacePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed, augmented training set (real / self-blended / real-fake crops), stored as
+    safetensors so that a re-run or a resumed run with the same data and recipe skips building it."""
+    n_fakes = cfg.real_fakes if fake_pool is not None else 0
+    key = hashlib.sha1(json.dumps([pool_digest(pool), pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
+                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"sbi-{key}.safetensors"
+    if path.is_file():
+        try:
+            data = load_file(str(path))
+            return data["images"], data["labels"]
+        except Exception:  # a damaged entry (interrupted write) is rebuilt
+            path.unlink(missing_ok=True)
+    rng = np.random.default_rng(cfg.seed + 2)
+    with torch.random.fork_rng():  # the set depends only on its key; the global RNG is left as it was
+        torch.manual_seed(cfg.seed + 2)
+        images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True,
+                                       fake_pool=fake_pool, n_fakes=n_fakes, zoom_min_area=cfg.zoom_min_area)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file({"images": images.contiguous(), "labels": labels}, str(partial))
+    partial.replace(path)
+    return images, labels
+
+
+class Checkpoints:
+    """Finished members, saved as they finish, so an interrupted run resumes after the last one.
+
+    A member's entry is keyed by everything that determines it: the run-wide recipe, its own recipe
+    and those of the members trained before it (a teacher), and the faces. A changed recipe retrains
+    instead of reusing a stale member, while a run that changes only a later member reuses the
+    earlier ones (entries live in the cache folder, shared by runs).
+    """
+
+    def __init__(self, folder: Path, cfg: TrainConfig, data_digest: str):
+        self.folder = folder
+        self.cfg, self.data_digest = cfg, data_digest
+
+    def _paths(self, name: str) -> tuple[Path, Path]:
+        stem = self.stem(name)
+        return self.folder / f"{stem}.safetensors", self.folder / f"{stem}.json"
+
+    def stem(self, name: str) -> str:
+        # distillation settings belong to the members that distil, not to the whole run: a run that
+        # only lengthens EfficientNetV2's distillation reuses the finished MobileNetV2
+        distill = ("distill_steps", "distill_teacher", "distill_target")
+        run_wide = {k: v for k, v in asdict(self.cfg).items()
+                    if k not in ("out", "version", "threads", "members", "replicas", *distill)}
+        # the split as it is used: a replica of a seed ensemble is keyed as the one-seed run it equals
+        run_wide["split_seed"] = split_seed(self.cfg)
+        names = list(self.cfg.members)
+        earlier = {}
+        for n in names[:names.index(name) + 1]:
+            recipe = self.cfg.members[n]
+            inits = recipe.init if isinstance(recipe.init, list) else [recipe.init]
+            earlier[n] = {**asdict(recipe), **({k: getattr(self.cfg, k) for k in distill} if "distill" in inits else {})}
+        key = hashlib.sha1(json.dumps([run_wide, earlier, self.data_digest], sort_keys=True, default=str).encode())
+        return f"{name}-{key.hexdigest()[:16]}"
+
+    def load(self, name: str, model: nn.Module) -> dict | None:
+        weights, meta = self._paths(name)
+        if not (weights.is_file() and meta.is_file()):
+            return None
+        try:
+            model.load_state_dict(load_file(str(weights)))
+            return json.loads(meta.read_text())
+        except Exception:  # damaged by an interruption: train again
+            return None
+
+    def save(self, name: str, model: nn.Module, result: dict) -> None:
+        weights, meta = self._paths(name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = Path(str(weights) + ".partial")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+        partial.replace(weights)
+        meta.write_text(json.dumps(result, default=float))  # written last: its presence marks the entry whole
+
+
