@@ -78,6 +78,7 @@ class AnalysedInput:
     crop_margin: float                   # the crop actually used, as resolved by the face detector:
     crop_size: int                       # heatmaps are laid back over that same square
     member_names: tuple[str, ...]        # the detector's members, in the order of the member maps
+    member_architectures: tuple[str, ...]  # each member's timm model name (replicas of a seed ensemble share one)
     sampled: tuple[int, ...]             # the analysed frame indices (the video's timeline marks them)
     out_dir: Path
     explanations: Mapping[FaceKey, FaceExplanation]  # one per face of `report.tracks`
@@ -155,6 +156,27 @@ def _banner(report: AnalysisReport) -> Banner:
     return verdict_banner(report.verdict, report.score, report.fake_percentage)
 
 
+def tiles_by_architecture(names: Sequence[str], architectures: Sequence[str], maps: np.ndarray,
+                          scores: Sequence[float]) -> tuple[list[str], np.ndarray, list[float]]:
+    """The member tiles of a heatmap strip: one per network. The replicas of a seed ensemble (members
+    of one architecture) are shown as their mean map and mean score, "mobilenetv2_100 x3", so the
+    strip stays readable whatever the number of seeds; other members are shown as they are."""
+    groups: dict[str, list[int]] = {}
+    for j, arch in enumerate(architectures):
+        groups.setdefault(arch, []).append(j)
+    labels, tiles, means = [], [], []
+    for arch, idx in groups.items():
+        if len(idx) == 1:
+            labels.append(names[idx[0]])
+            tiles.append(maps[idx[0]])
+        else:
+            labels.append(f"{arch} x{len(idx)}")
+            heat = maps[idx].mean(axis=0)
+            tiles.append(heat / heat.max() if heat.max() > 0 else heat)  # the strongest region reads as 1, as in each map
+        means.append(float(np.mean([scores[j] for j in idx])))
+    return labels, np.stack(tiles).astype(np.float32), means
+
+
 class KeyframeImageWriter:
     """Per keyframe: the frame with boxes, heatmaps and scores, plus a crop | members | ensemble
     strip per face. With `explain_all_frames`, the same for every analysed frame with a face."""
@@ -204,8 +226,9 @@ class KeyframeImageWriter:
         out = {base: str(path)} if keyframe is not None else {}
         names = list(analysed.member_names)
         for f, (crop, members, ensemble) in zip(faces, maps):
-            strip = heatmap_strip(crop, members, ensemble, names, [f.member_scores.get(n, float("nan")) for n in names],
-                                  f.score, style.heatmap_alpha)
+            labels, tiles, scores = tiles_by_architecture(
+                names, analysed.member_architectures, members, [f.member_scores.get(n, float("nan")) for n in names])
+            strip = heatmap_strip(crop, tiles, ensemble, labels, scores, f.score, style.heatmap_alpha)
             strip_path = folder / f"{stem}_track{f.track_id}.png"
             write_png(strip_path, strip)
             if keyframe is not None:

@@ -366,6 +366,8 @@ class Analyzer:
         return AnalysedInput(
             report=report, reader=reader, crop_margin=margin, crop_size=size,
             member_names=tuple(self.detector_config.members),
+            member_architectures=tuple(str(self.detector_config.architectures[n]["model_name"])
+                                       for n in self.detector_config.members),
             # the frames actually analysed: damaged ones were left out and are not marked as analysed
             sampled=tuple(int(i) for i in reader.sample(self.config.sampling) if int(i) not in left_out),
             out_dir=Path(out_dir),

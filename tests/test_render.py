@@ -234,3 +234,24 @@ def test_render_scale_and_no_audio(media, tmp_path):
     assert stats.frames == frames and stats.fps > 0
     meta = _meta(stats.path)
     assert tuple(meta["size"]) == (240, 134) and not meta.get("audio_codec")  # 135 rounded to even
+
+
+def test_strip_shows_a_seed_ensemble_as_one_tile_per_network():
+    from pipeline.outputs import tiles_by_architecture
+
+    maps = np.zeros((4, 8, 8), np.float32)
+    maps[0, :4] = 1.0      # mobilenet seed 0: top half
+    maps[2, :, :4] = 0.5   # mobilenet seed 1: left half, weaker
+    maps[1] = maps[3] = 0.25
+    names = ["mobilenetv2_100-seed0", "tf_efficientnetv2_b0-seed0", "mobilenetv2_100-seed1", "tf_efficientnetv2_b0-seed1"]
+    archs = ["mobilenetv2_100", "tf_efficientnetv2_b0", "mobilenetv2_100", "tf_efficientnetv2_b0"]
+    labels, tiles, scores = tiles_by_architecture(names, archs, maps, [0.2, 0.6, 0.4, 0.8])
+    assert labels == ["mobilenetv2_100 x2", "tf_efficientnetv2_b0 x2"]
+    assert scores == pytest.approx([0.3, 0.7])
+    # the mean of the two maps, its strongest region (top left: both seeds agree) read as 1
+    assert tiles.shape == (2, 8, 8) and tiles[0, 0, 0] == pytest.approx(1.0)
+    assert tiles[0, 0, 7] == pytest.approx(0.5 / 0.75) and tiles[0, 7, 0] == pytest.approx(0.25 / 0.75)
+    assert tiles[0, 7, 7] == 0.0 and np.allclose(tiles[1], 1.0)
+    # members of different networks are shown as they are
+    labels, tiles, scores = tiles_by_architecture(names[:2], archs[:2], maps[:2], [0.2, 0.6])
+    assert labels == names[:2] and np.array_equal(tiles, maps[:2]) and scores == [0.2, 0.6]
