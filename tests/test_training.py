@@ -242,6 +242,13 @@ def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
     assert (family["fakes"], family["reals"]) == (2, 4) and family["roc_auc_ci95"] is not None
     reals = [r for r in metrics["per_item"] if r["label"] == 0]
     assert metrics["reals_flagged_fake"] == pytest.approx(np.mean([r["score"] >= metrics["threshold"] for r in reals]))
+    # the verdicts as analyze reported them: "fake" only beyond the inconclusive band, so never more than "flagged"
+    for label, shares in metrics["verdicts"].items():
+        rows = [r for r in metrics["per_item"] if r["label"] == int(label == "fake")]
+        assert shares == pytest.approx({v: sum(r["verdict"] == v for r in rows) / len(rows) for v in shares})
+        assert sum(shares.values()) == pytest.approx(1.0)
+    assert metrics["verdicts"]["real"].get("fake", 0.0) <= metrics["reals_flagged_fake"]
+    assert "verdicts of real items:" in result.stdout
     for plot in ("frame_ensemble_roc.png", "item_ensemble_confusion.png", "item_ensemble_hist.png"):
         image = cv2.imread(str(out / plot))
         assert image is not None and image.shape[0] > 100, plot

@@ -16,6 +16,7 @@ also has a real item (an FF++ fake and its own original) wins when it scores hig
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -175,6 +176,12 @@ def fake_original_pairs(rows: list[dict], column: str) -> dict:
                        for f, o in pairs]}
 
 
+def _verdict_shares(rows: list[dict]) -> dict[str, float]:
+    """Share of rows per verdict (fake, inconclusive, real, no_face, error), as `analyze` reported them."""
+    counts = Counter(str(r["verdict"]) for r in rows)
+    return {verdict: n / len(rows) for verdict, n in sorted(counts.items())}
+
+
 def summarise(rows: list[dict], member_names: list[str], threshold: float, out_dir: Path | None = None) -> dict:
     """Metrics of scored rows (see the module docstring for the levels)."""
     names = list(member_names) + ["ensemble"]
@@ -196,6 +203,10 @@ def summarise(rows: list[dict], member_names: list[str], threshold: float, out_d
     result["pairs"] = fake_original_pairs(scored, "score")
     reals = [r for r in scored if r["label"] == 0]
     result["reals_flagged_fake"] = float(np.mean([r["score"] >= threshold for r in reals])) if reals else None
+    # what a user is shown: a score within `inconclusive_band` of the threshold is "inconclusive", so
+    # "flagged" above (score >= threshold) counts the upper half of that band as well
+    result["verdicts"] = {"real": _verdict_shares([r for r in rows if r["label"] == 0]),
+                          "fake": _verdict_shares([r for r in rows if r["label"] == 1])}
     if out_dir is not None and scored:
         save_plots(np.array([r["label"] for r in scored]), np.array([r["score"] for r in scored]), threshold, out_dir,
                    "item_ensemble")
@@ -247,4 +258,7 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"\npairs: {pairs['fake_scores_higher']} of {pairs['pairs']} fakes score above their own original")
     if result["reals_flagged_fake"] is not None:
         lines.append(f"real items flagged fake: {100 * result['reals_flagged_fake']:.1f} %")
+    for label, shares in result["verdicts"].items():
+        if shares:
+            lines.append(f"verdicts of {label} items: " + ", ".join(f"{v} {100 * share:.1f} %" for v, share in shares.items()))
     return lines
