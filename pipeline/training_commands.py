@@ -80,8 +80,11 @@ def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, never_trai
 @click.option("--column-a", default="score", show_default=True,
               help="Score of A to compare: score (what analyze reports) or a member's, e.g. mobilenetv2_100_confident.")
 @click.option("--column-b", default="score", show_default=True, help="Score of B to compare (as --column-a).")
+@click.option("--resample", type=click.Choice(["items", "sources"]), default="items", show_default=True,
+              help="What the bootstrap draws: items, or whole sources (a fake family, a real person) where several "
+                   "items share one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
-def compare(metrics_a: str, metrics_b: str, column_a: str, column_b: str, as_json: bool) -> None:
+def compare(metrics_a: str, metrics_b: str, column_a: str, column_b: str, resample: str, as_json: bool) -> None:
     """Does detector B beat detector A? METRICS_A and METRICS_B are metrics.json files of `evaluate`
     on the same data; AUC differences with paired bootstrap intervals (the same resampled items for
     both), overall, for videos, photos and each generator family."""
@@ -91,7 +94,7 @@ def compare(metrics_a: str, metrics_b: str, column_a: str, column_b: str, as_jso
 
     try:
         a, b = (json.loads(Path(p).read_text()) for p in (metrics_a, metrics_b))
-        result = compare_evaluations(a, b, column_a, column_b)
+        result = compare_evaluations(a, b, column_a, column_b, resample="sources" if resample == "sources" else "items")
     except KeyError as exc:
         raise CommandError(f"cannot compare: not a metrics.json of `evaluate` (no {exc} field)") from None
     except (OSError, ValueError, TypeError) as exc:

@@ -90,3 +90,38 @@ def test_compare_matches_paths_recorded_from_another_folder() -> None:
     newer = _evaluation({f"dev/{p}": s for p, s in perfect.items()}, {f"dev/{p}": y for p, y in labels.items()})
     assert compare_evaluations(older, newer)["matched_items"] == 10
     assert compare_evaluations(newer, older)["matched_items"] == 10
+
+
+def test_sources_bootstrap_draws_whole_families_so_one_familys_gain_is_not_taken_for_a_general_one() -> None:
+    # 4 fake families of 10 clips each against 40 real people; B differs from A only on family 0, whose
+    # clips it puts above every real: the items bootstrap sees 10 independent wins, the sources
+    # bootstrap one family that a resample may or may not draw
+    rng = np.random.default_rng(3)
+    rows_a, rows_b = [], []
+    for k in range(80):
+        fake = k < 40
+        family = f"gen{k // 10}" if fake else "none"
+        score = float(rng.random())
+        row = {"path": f"v{k}.mp4", "label": int(fake), "group": family, "identity": f"person{k}", "kind": "video"}
+        rows_a.append({**row, "score": score})
+        rows_b.append({**row, "score": 0.99 if family == "gen0" else score})
+    a, b = {"threshold": 0.5, "per_item": rows_a}, {"threshold": 0.5, "per_item": rows_b}
+    items = compare_evaluations(a, b)["slices"]["all items"]
+    sources = compare_evaluations(a, b, resample="sources")
+    whole = sources["slices"]["all items"]
+    assert sources["resample"] == "sources" and whole["difference"] == items["difference"] > 0
+    assert items["ci95"][0] > 0                     # items: "B better"
+    assert whole["ci95"][0] <= 0 < whole["ci95"][1]  # sources: family 0 is one draw of four, not ten of forty
+    assert whole["ci95"][1] - whole["ci95"][0] > items["ci95"][1] - items["ci95"][0]
+
+
+def test_compare_command_resamples_sources_when_asked(tmp_path) -> None:
+    labels, chance, perfect = _items()
+    paths = []
+    for name, scores in (("a", chance), ("b", perfect)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(_evaluation(scores, labels)))
+        paths.append(str(path))
+    result = CliRunner().invoke(main, ["compare", *paths, "--resample", "sources"])
+    assert result.exit_code == 0, result.output
+    assert "resampling sources" in result.output and "| all items | 20 / 20 |" in result.output

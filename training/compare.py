@@ -12,8 +12,15 @@ Slices: all items, videos, photos, and each fake family against the real items o
 fake at each detector's own threshold. `column_a` / `column_b` choose the score compared: "score"
 (what `analyze` reports) or a member's, e.g. "mobilenetv2_100_confident", to set a one-member
 run against the same member inside a shipped ensemble.
+
+`resample="sources"` draws whole sources instead of items: a fake family (its clips share one
+generator) or a real identity (its clips share one person). Where a slice has a few families with
+several clips each (the never-trained set: 8 fake videos from 5 families), items are not independent
+and the item bootstrap gives too narrow an interval; the sources bootstrap is the honest one there.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
@@ -37,8 +44,16 @@ def _same_file(path: str, rows: dict[str, dict]) -> dict | None:
     return found[0] if len(found) == 1 else None
 
 
+Resample = Literal["items", "sources"]
+
+
+def _source(row: dict) -> str:
+    """What a row shares with others of its kind: its generator family (fakes) or its person (reals)."""
+    return f"fake:{row.get('group')}" if row["label"] == 1 else f"real:{row.get('identity')}"
+
+
 def compare_evaluations(a: dict, b: dict, column_a: str = "score", column_b: str = "score",
-                        resamples: int = 2000, seed: int = 0) -> dict:
+                        resamples: int = 2000, seed: int = 0, resample: Resample = "items") -> dict:
     """Paired comparison of evaluation `b` against evaluation `a` (both `evaluate` results)."""
     b_rows = {r["path"]: r for r in b["per_item"]}
     rows: list[dict] = []   # a's rows that both scored, with the two scores under "a" and "b"
@@ -54,15 +69,16 @@ def compare_evaluations(a: dict, b: dict, column_a: str = "score", column_b: str
     slices = {}
     for name, rows_in in _slices(rows).items():
         y = np.array([r["label"] for r in rows_in])
+        groups = np.array([_source(r) for r in rows_in]) if resample == "sources" else None
         paired = paired_auc_difference(y, np.array([r["a"] for r in rows_in]), np.array([r["b"] for r in rows_in]),
-                                       resamples=resamples, seed=seed)
+                                       resamples=resamples, seed=seed, groups=groups)
         assert paired is not None  # _slices keeps only slices with both classes
         slices[name] = {"fakes": int(y.sum()), "reals": int(len(y) - y.sum()), **paired}
     reals = [r for r in rows if r["label"] == 0]
     flagged = {side: float(np.mean([r[side] >= threshold for r in reals])) if reals else None
                for side, threshold in (("a", a["threshold"]), ("b", b["threshold"]))}
     pairs = {side: fake_original_pairs(rows, side) for side in ("a", "b")}
-    return {"columns": {"a": column_a, "b": column_b}, "matched_items": len(rows),
+    return {"columns": {"a": column_a, "b": column_b}, "resample": resample, "matched_items": len(rows),
             "only_in_a": len(a["per_item"]) - len(rows), "only_in_b": len(b["per_item"]) - len(rows),
             "slices": slices, "reals_flagged_fake": flagged,
             "pairs": {"pairs": pairs["a"]["pairs"], "a": pairs["a"]["fake_scores_higher"], "b": pairs["b"]["fake_scores_higher"]}}
@@ -70,7 +86,8 @@ def compare_evaluations(a: dict, b: dict, column_a: str = "score", column_b: str
 
 def comparison_lines(result: dict) -> list[str]:
     """The comparison as a Markdown table for the terminal and the model card."""
-    lines = [f"{result['matched_items']} items scored by both (A: {result['columns']['a']}, B: {result['columns']['b']})",
+    lines = [f"{result['matched_items']} items scored by both (A: {result['columns']['a']}, B: {result['columns']['b']}; "
+             f"resampling {result.get('resample', 'items')})",
              "", "| slice | fakes / reals | AUC B - A [95 % CI] | B better in |", "|---|---|---|---|"]
     for name, s in result["slices"].items():
         low, high = s["ci95"]

@@ -125,19 +125,22 @@ def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.nd
 
 
 def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, resamples: int = 2000,
-                          seed: int = 0, level: float = 0.95) -> dict | None:
+                          seed: int = 0, level: float = 0.95, groups: np.ndarray | None = None) -> dict | None:
     """AUC(b) - AUC(a) on the same samples, with a paired percentile bootstrap interval.
 
     Each resample draws the same samples for both score sets, so what the two detectors share (which
     items happen to be hard) cancels out: the interval of the difference is what says whether b beats
     a, not two overlapping single intervals. `b_better` is the share of resamples where b's AUC is
-    higher. None when the data have only one class.
+    higher. `groups`, as in `bootstrap_auc_interval`, resamples whole groups (e.g. the clips of one
+    generator). None when the data have only one class.
     """
     labels, scores_a = _as_arrays(labels, scores_a)
     _, scores_b = _as_arrays(labels, scores_b)
     if np.unique(labels).size != 2:
         return None
-    counts = _draw_counts(np.random.default_rng(seed), labels.size, resamples)
+    groups = np.arange(labels.size) if groups is None else np.asarray(groups).ravel()
+    names, index = np.unique(groups, return_inverse=True)
+    counts = _draw_counts(np.random.default_rng(seed), names.size, resamples)[:, index]  # a sample counts as its group
     diffs = _resampled_aucs(labels, scores_b, counts) - _resampled_aucs(labels, scores_a, counts)
     diffs = diffs[~np.isnan(diffs)]
     tail = (1 - level) / 2 * 100

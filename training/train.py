@@ -230,7 +230,8 @@ def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tupl
             p.requires_grad = True
         candidates[init] = (member, result, result["finetune"]["best_auc"])
     best_init = max(candidates, key=lambda k: candidates[k][2])
-    log(f"{name}: kept init {best_init} " + ", ".join(f"{k}: AUC {v[2]:.3f}" for k, v in candidates.items()))
+    aucs = ", ".join(f"{Path(k).name} {v[2]:.3f}" for k, v in candidates.items())
+    log(f"{name}: held-out AUC {aucs}" + (f"; kept {Path(best_init).name}" if len(candidates) > 1 else ""))
     return candidates[best_init][0], {"chosen_init": best_init,
                                       "candidates": {k: {"init": k, **v[1]} for k, v in candidates.items()}}
 
