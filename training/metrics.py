@@ -103,6 +103,14 @@ def _draw_counts(rng: np.random.Generator, units: int, resamples: int) -> np.nda
     return np.stack([np.bincount(row, minlength=units) for row in draws]).astype(np.float64)
 
 
+def _group_counts(samples: int, groups: np.ndarray | None, resamples: int, seed: int) -> np.ndarray:
+    """How often each sample is drawn per resample when whole groups are drawn with replacement
+    (each sample its own group when `groups` is None): a sample counts as often as its group."""
+    groups = np.arange(samples) if groups is None else np.asarray(groups).ravel()
+    names, index = np.unique(groups, return_inverse=True)
+    return _draw_counts(np.random.default_rng(seed), names.size, resamples)[:, index]
+
+
 def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
                            resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the ROC AUC, resampling whole groups with replacement.
@@ -115,10 +123,7 @@ def bootstrap_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.nd
     labels, scores = _as_arrays(labels, scores)
     if np.unique(labels).size != 2:
         return None
-    groups = np.arange(labels.size) if groups is None else np.asarray(groups).ravel()
-    names, index = np.unique(groups, return_inverse=True)
-    counts = _draw_counts(np.random.default_rng(seed), names.size, resamples)[:, index]  # a sample counts as its group
-    aucs = _resampled_aucs(labels, scores, counts)
+    aucs = _resampled_aucs(labels, scores, _group_counts(labels.size, groups, resamples, seed))
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(aucs[~np.isnan(aucs)], [tail, 100 - tail])
     return float(low), float(high)
@@ -138,9 +143,7 @@ def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np
     _, scores_b = _as_arrays(labels, scores_b)
     if np.unique(labels).size != 2:
         return None
-    groups = np.arange(labels.size) if groups is None else np.asarray(groups).ravel()
-    names, index = np.unique(groups, return_inverse=True)
-    counts = _draw_counts(np.random.default_rng(seed), names.size, resamples)[:, index]  # a sample counts as its group
+    counts = _group_counts(labels.size, groups, resamples, seed)
     diffs = _resampled_aucs(labels, scores_b, counts) - _resampled_aucs(labels, scores_a, counts)
     diffs = diffs[~np.isnan(diffs)]
     tail = (1 - level) / 2 * 100
