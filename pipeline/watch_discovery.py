@@ -58,6 +58,9 @@ class Discovery:
         self._dirty_lock = threading.Lock()
         self._pending: dict[Path, tuple[int, int, float]] = {}   # path -> (size, mtime_ns, unchanged since)
         self._said: set[tuple[str, Path]] = set()   # log "ignored" once per path
+        # files whose content was read and found not media, by (size, mtime_ns): a rescan of a folder
+        # of sidecar files reads none of them again until one changes
+        self._not_media: dict[Path, tuple[int, int]] = {}
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
 
@@ -155,6 +158,7 @@ class Discovery:
             return os.lstat(path)
         except OSError:
             self._pending.pop(path, None)
+            self._not_media.pop(path, None)
             return None
 
     def _ignored(self, path: Path) -> str | None:
@@ -217,8 +221,12 @@ class Discovery:
             return   # a copy that has not started writing yet
         # a file without a suffix is taken by its content, as `analyze` takes it from a folder; a link
         # is judged by its name only (its target is never opened) and, with a media name, refused below
+        if not is_link and self._not_media.get(path) == (st.st_size, st.st_mtime_ns):
+            return   # read before and unchanged since: still not media
         media = path.suffix.lower() in MEDIA_SUFFIXES if is_link else looks_like_media(path)
         if not media:
+            if not is_link:
+                self._not_media[path] = (st.st_size, st.st_mtime_ns)
             # other files are left alone: sidecar files, notes, folder links
             self._say_once("not a media file" if not is_link else "symbolic link", path,
                            logging.INFO if not is_link else logging.WARNING)

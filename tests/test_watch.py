@@ -481,7 +481,7 @@ def test_crash_after_move_before_journal_commit_finishes(tmp_path):
     worker.ctx.journal.close()
 
 
-def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path):
+def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path, monkeypatch):
     import threading
 
     from pipeline.watch import WatchSettings
@@ -500,11 +500,21 @@ def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path):
     Image.new("RGB", (32, 32), "gray").save(jpeg, "JPEG")
     (inbox / "IMG_0001").write_bytes(jpeg.getvalue())   # no suffix: taken by its content, as analyze does
     (inbox / "README").write_text("not media, no suffix")
+    import pipeline.watch_discovery as discovery
+
+    sniffed: list[str] = []
+    real_sniff = discovery.looks_like_media
+    monkeypatch.setattr(discovery, "looks_like_media", lambda path: sniffed.append(path.name) or real_sniff(path))
     for _ in range(2):   # the second pass finds nothing new
         found.mark_dirty(inbox)
         found.poll()
     rows = {e.path.name: e for e in journal.all()}
     assert sorted(rows) == ["IMG_0001", "clip.mp4", "link.mp4"] and len(queued) == 3, rows
+    assert sniffed.count("README") == 1 and sniffed.count("notes.txt") == 1   # not read again on the rescan
+    (inbox / "README").write_bytes(jpeg.getvalue())   # changed: its content is read again, now it is media
+    found.mark_dirty(inbox)
+    found.poll()
+    assert sniffed.count("README") == 2 and "README" in {e.path.name for e in journal.all()}
     assert rows["clip.mp4"].sha256 == sha(inbox / "clip.mp4") and rows["clip.mp4"].refusal is None
     assert rows["link.mp4"].sha256 is None and rows["link.mp4"].refusal.startswith("refused: symbolic link")
     stop.set()   # a large file being hashed does not hold up the shutdown
