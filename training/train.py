@@ -250,6 +250,8 @@ class PhaseClock:
 
 @dataclass
 class Pools:
+    """The faces on each side of the identity split: real faces, and real fakes where the data has them."""
+
     train_real: FacePool
     train_fake: FacePool | None
     held_real: FacePool
@@ -258,6 +260,8 @@ class Pools:
 
 @dataclass
 class ReplicaResult:
+    """What one seed's run of the recipe gives the ensemble."""
+
     members: dict[str, nn.Module]   # ensemble member name -> trained member
     architectures: dict[str, dict]  # ensemble member name -> its timm arguments
     reports: dict[str, dict]        # ensemble member name -> its training report
