@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -90,11 +91,11 @@ def compare(metrics_a: str, metrics_b: str, column_a: str, column_b: str, resamp
     both), overall, for videos, photos and each generator family."""
     import json
 
-    from training.compare import compare_evaluations, comparison_lines
+    from training.compare import Resample, compare_evaluations, comparison_lines
 
     try:
         a, b = (json.loads(Path(p).read_text()) for p in (metrics_a, metrics_b))
-        result = compare_evaluations(a, b, column_a, column_b, resample="sources" if resample == "sources" else "items")
+        result = compare_evaluations(a, b, column_a, column_b, resample=cast(Resample, resample))  # a click.Choice of its values
     except KeyError as exc:
         raise CommandError(f"cannot compare: not a metrics.json of `evaluate` (no {exc} field)") from None
     except (OSError, ValueError, TypeError) as exc:

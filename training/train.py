@@ -379,7 +379,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     members: dict[str, nn.Module] = {}
     architectures: dict[str, dict] = {}
     resumed: list[str] = []
-    val: tuple[np.ndarray, np.ndarray] | None = None
+    vals: list[tuple[np.ndarray, np.ndarray]] = []   # each seed's held-out crops; the base seed's fit the combiner
     for replica in replica_configs(cfg):
         if cfg.replicas > 1:
             log(f"seed {replica.seed} ({replica.seed - cfg.seed + 1} of {cfg.replicas})")
@@ -388,7 +388,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         architectures.update(result.architectures)
         report["members"].update(result.reports)
         resumed += result.resumed
-        val = val if val is not None else result.val  # the base seed's held-out crops fit the combiner
+        vals.append(result.val)
         if cfg.replicas > 1:
             # the seed's own detector, so the ensemble can be measured against each of its seeds
             single, combined = _assemble(result.members, result.architectures, replica, result.val,
@@ -396,9 +396,8 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
             single.config.training = {"data": str(cfg.data), "faces": report["faces"], "combiner": combined}
             save_detector(single, out / "seeds" / f"seed{replica.seed}")
             report.setdefault("seeds", {})[replica.seed] = combined
-    assert val is not None  # replicas >= 1
     t = time.time()
-    ensemble, report["combiner"] = _assemble(members, architectures, cfg, val, cfg.version)
+    ensemble, report["combiner"] = _assemble(members, architectures, cfg, vals[0], cfg.version)
     clock.mark("combine_calibrate_s", t)
     report["seconds"] = time.time() - clock.started
     phases = clock.phases
