@@ -19,9 +19,9 @@ from pydantic import ConfigDict, TypeAdapter, with_config
 from stages.aggregate import FaceScore, Keyframe, TrackSummary, Verdict
 
 # A Literal so that the schema pins the version (const); mypy checks that the two agree.
-# 1.1 added input.decode_errors.
-SchemaVersion = Literal["1.1"]
-SCHEMA_VERSION: SchemaVersion = "1.1"
+# 1.1 added input.decode_errors; 1.2 tracks[].faces[].sharpness.
+SchemaVersion = Literal["1.2"]
+SCHEMA_VERSION: SchemaVersion = "1.2"
 # The aggregate stage's verdicts, and "error" for an input that could not be analysed.
 ReportVerdict = Literal[Verdict, "error"]
 

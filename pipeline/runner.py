@@ -44,6 +44,7 @@ from stages.ensemble import (
     load_verified_config,
     tensors_digest,
 )
+from stages.face_quality import sharpness
 from stages.track import FaceTracker
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam is slow to import
@@ -335,6 +336,7 @@ class Analyzer:
         t0 = time.perf_counter()
         frame_faces = self.face_detector.detect(batch.frames)
         crops = self.face_detector.crops(batch.frames, frame_faces)
+        crop_sharpness = sharpness(crops)
         t1 = time.perf_counter()
         scores = self.classifier.score(crops)
         t2 = time.perf_counter()
@@ -350,7 +352,8 @@ class Analyzer:
                     frame_index=int(frame_index), time_s=float(time_s), track_id=track_id,
                     box=[float(v) for v in face.box], confidence=face.confidence,
                     score=float(scores.ensemble[k]),
-                    member_scores={m: float(scores.members[k, i]) for i, m in enumerate(members)}))
+                    member_scores={m: float(scores.members[k, i]) for i, m in enumerate(members)},
+                    sharpness=float(crop_sharpness[k])))
                 k += 1
         timer.add("track_s", time.perf_counter() - t2)
         return out

@@ -27,6 +27,7 @@ class FaceScore:
     confidence: float             # detector confidence
     score: float                  # ensemble fake probability
     member_scores: dict[str, float]
+    sharpness: Annotated[float, Ge(0)] | None = None  # of the classifier's crop (stages.face_quality); None before 1.2
 
 
 @dataclass

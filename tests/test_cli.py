@@ -46,7 +46,7 @@ def test_one_face_video_report(weights_dir, clips, tmp_path):
 _REQUIRED = ["schema_version", "input", "verdict", "score", "threshold", "fake_percentage", "frames_analysed",
              "tracks", "keyframes", "model", "timings", "errors", "outputs"]
 _FACE = {"frame_index": 0, "time_s": 0.0, "track_id": 0, "box": [0, 0, 1, 1], "confidence": 1.0, "score": 0.5,
-         "member_scores": {"m": 0.5}}
+         "member_scores": {"m": 0.5}, "sharpness": 80.0}
 _TRACK = {"id": 0, "score": 0.5, "verdict": "real", "counted": True, "faces": [_FACE]}
 _BAD_VALUES = {  # one wrong value per case: (key, value)
     "unknown verdict": ("verdict", "maybe"), "null verdict": ("verdict", None), "other version": ("schema_version", "0.9"),
@@ -55,6 +55,7 @@ _BAD_VALUES = {  # one wrong value per case: (key, value)
     "track verdict unknown": ("tracks", [{**_TRACK, "verdict": "maybe"}]),
     "face score above 1": ("tracks", [{**_TRACK, "faces": [{**_FACE, "score": 1.5}]}]),
     "box of 3 numbers": ("tracks", [{**_TRACK, "faces": [{**_FACE, "box": [0, 0, 1]}]}]),
+    "negative sharpness": ("tracks", [{**_TRACK, "faces": [{**_FACE, "sharpness": -1.0}]}]),
 }
 
 

@@ -50,3 +50,20 @@ def test_crop_region_halves():
     assert crop_region(frame, "") is frame
     with pytest.raises(ValueError, match="unknown region"):
         crop_region(frame, "top_half")
+
+
+def test_sharpness_falls_as_a_face_loses_detail():
+    """A face crop's sharpness drops with blur and with upscaling from a small face; a flat crop has none."""
+    import cv2
+    from skimage import data
+
+    from stages.face_quality import sharpness
+
+    face = np.ascontiguousarray(data.astronaut()[30:254, 150:374])  # 224 px around her face
+    blurred = cv2.GaussianBlur(face, (0, 0), 2.0)
+    small = cv2.resize(cv2.resize(face, (56, 56), interpolation=cv2.INTER_AREA), (224, 224))  # a 56-px face blown up
+    flat = np.full_like(face, 128)
+    values = sharpness(np.stack([face, blurred, small, flat]))
+    assert values.shape == (4,) and values.dtype == np.float32
+    assert values[0] > 2 * values[1] > 0 and values[0] > 2 * values[2] > 0 and values[3] == 0
+    assert sharpness(np.zeros((0, 224, 224, 3), np.uint8)).shape == (0,)

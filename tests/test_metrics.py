@@ -7,7 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from training.metrics import best_threshold, binary_metrics, bootstrap_auc_interval, expected_calibration_error, save_plots
+from training.metrics import (
+    best_threshold,
+    binary_metrics,
+    bootstrap_auc_interval,
+    expected_calibration_error,
+    save_plots,
+    sharpness_by_label,
+)
 
 # Hand-made example, threshold 0.5 (score >= 0.5 -> predicted fake):
 #   label : 0    0    0     1     1     1
@@ -144,3 +151,15 @@ def test_bootstrap_intervals_equal_the_one_roc_auc_score_per_resample_definition
     expected = np.percentile(aucs, [2.5, 97.5])
     got = bootstrap_auc_interval(labels, scores, groups, resamples=300)
     assert got is not None and np.allclose(got, expected, atol=1e-12)
+
+
+def test_sharpness_by_label_tells_how_far_sharpness_alone_separates_the_labels():
+    import cv2
+    from skimage import data
+
+    face = np.ascontiguousarray(data.astronaut()[30:254, 150:374])
+    blurred = [cv2.GaussianBlur(face, (0, 0), s) for s in (1.5, 2.0, 3.0)]
+    images = np.stack([face, face[:, ::-1], face[::-1], *blurred]).transpose(0, 3, 1, 2)
+    result = sharpness_by_label(images, np.array([0, 0, 0, 1, 1, 1]))  # sharp reals, blurred fakes
+    assert result["roc_auc"] == 0.0 and result["real_median"] > result["fake_median"] > 0
+    assert sharpness_by_label(images, np.zeros(6))["roc_auc"] is None

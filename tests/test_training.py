@@ -148,6 +148,9 @@ def test_checkpoint_round_trips_through_save_and_load(trained):
     assert 0 < c.threshold < 1 and c.combiner in ("mean", "stacking")
     assert c.sha256 == saved["sha256"] and len(c.sha256) == 64
     assert c.training["combiner"]["chosen"] == c.combiner == trained.report["combiner"]["chosen"]
+    # how far sharpness alone tells the training set's labels, recorded beside the weights
+    set_sharpness = c.training["training_set_sharpness"][str(cfg.seed)]
+    assert set_sharpness["real_median"] > 0 and set_sharpness["fake_median"] > 0 and 0 <= set_sharpness["roc_auc"] <= 1
     # the trained classifier is not the zero one every member starts from
     assert model.members[MEMBER].get_classifier().weight.abs().sum() > 0
     # The loaded weights reproduce the held-out metrics computed in memory at the end of training:
@@ -254,6 +257,40 @@ def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
         assert image is not None and image.shape[0] > 100, plot
     assert "| level | model | AUC [95 % CI] |" in result.stdout
     assert f"| frame | {MEMBER} |" in result.stdout and "| item | ensemble |" in result.stdout
+    # quality baselines: each item's median face sharpness and size, scored like the detector on the same items
+    for row in metrics["per_item"]:
+        assert all(f["sharpness"] > 0 and f["face_px"] > 0 for f in row["faces"])
+        assert row["sharpness"] == pytest.approx(np.median([f["sharpness"] for f in row["faces"]]))
+    baselines = metrics["quality_baselines"]
+    assert baselines["items"]["auc"]["score"]["roc_auc"] == pytest.approx(metrics["item"]["ensemble"]["roc_auc"])
+    assert baselines["photos"]["auc"]["sharpness"]["count"] == 6 and baselines["videos"]["auc"]["sharpness"] is None
+    assert all(-1 <= rho <= 1 for rho in baselines["items"]["score_spearman"].values())
+    assert set(baselines) == {"items", "videos", "photos", "fake (image)"}
+    assert "quality baselines" in result.stdout and "| items |" in result.stdout
+
+
+def test_quality_baselines_show_a_set_that_image_quality_separates():
+    """Sharp fakes against blurred reals: sharpness alone separates them (AUC 1), face size, equal
+    for all, does not (0.5), and the detector's AUC is reported on the same rows."""
+    from scipy.stats import spearmanr
+
+    from training.evaluate import quality_baselines
+
+    rows = [{"label": label, "kind": "video", "group": "gen" if label else "none", "score": score,
+             "sharpness": sharp, "face_px": 100.0}
+            for label, score, sharp in [(1, 0.9, 200.0), (1, 0.4, 150.0), (1, 0.6, 120.0),
+                                        (0, 0.5, 30.0), (0, 0.3, 40.0), (0, 0.7, 20.0)]]
+    rows.append({"label": 0, "kind": "video", "group": "none", "score": 0.1})  # a report without the measures
+    baselines = quality_baselines(rows)
+    assert set(baselines) == {"items", "videos", "gen (video)"}  # no photos
+    items = baselines["items"]["auc"]
+    assert items["sharpness"]["roc_auc"] == 1.0 and items["face_px"]["roc_auc"] == 0.5
+    assert items["score"]["roc_auc"] == pytest.approx(6 / 9) and items["score"]["count"] == 6
+    assert baselines["gen (video)"] == baselines["items"]
+    # the score rises with sharpness here; face size is constant, so it has no correlation to give
+    rho = baselines["items"]["score_spearman"]
+    assert rho["sharpness"] == pytest.approx(spearmanr([0.9, 0.4, 0.6, 0.5, 0.3, 0.7], [200, 150, 120, 30, 40, 20]).statistic)
+    assert rho["sharpness"] > 0 and rho["face_px"] is None
 
 
 def test_evaluate_scores_exactly_as_analyze_does(trained, dataset, tmp_path):
@@ -267,9 +304,10 @@ def test_evaluate_scores_exactly_as_analyze_does(trained, dataset, tmp_path):
                    "--out", tmp_path / "e").exit_code == 0
     row = next(r for r in json.loads((tmp_path / "e" / "metrics.json").read_text())["per_item"]
                if r["path"] == "real/clip.mp4")  # relative to the data's folder
-    analyzed = sorted((f["frame_index"], f["score"], f["member_scores"][MEMBER])
+    analyzed = sorted((f["frame_index"], f["score"], f["member_scores"][MEMBER], f["sharpness"])
                       for t in report["tracks"] for f in t["faces"])  # one face per frame in this clip
-    evaluated = sorted((f["frame_index"], round(f["score"], 5), round(f["member_scores"][MEMBER], 5)) for f in row["faces"])
+    evaluated = sorted((f["frame_index"], round(f["score"], 5), round(f["member_scores"][MEMBER], 5),
+                        round(f["sharpness"], 5)) for f in row["faces"])
     assert len(analyzed) == FRAMES and evaluated == analyzed  # identical to the report's 5 decimals
     assert round(row["score"], 5) == report["score"] and row["verdict"] == report["verdict"]
 
@@ -410,6 +448,34 @@ def test_training_set_adds_real_fakes_with_as_many_reals():
     # the real-fake crops are the fake faces themselves; their partners are plain real faces
     assert all(int(images[8 + 2 * k, 0, 0, 0]) == 200 for k in range(3))
     assert all(50 <= int(images[9 + 2 * k, 0, 0, 0]) <= 52 for k in range(3))
+
+
+def _textured_set(n: int, blur: float, seed: int) -> FaceSet:
+    """Faces of random texture, sharp or blurred (sigma `blur`): face sets that differ in quality only."""
+    fs = _face_set(n)
+    noise = np.random.default_rng(seed).integers(0, 256, fs.contexts.shape, dtype=np.uint8)
+    fs.contexts[:] = [cv2.GaussianBlur(c, (0, 0), blur) if blur else c for c in noise]
+    return fs
+
+
+def test_quality_matched_reals_are_as_sharp_as_the_fakes_they_match():
+    """Blurred fakes against reals half sharp, half blurred: drawn at random, half the matching reals
+    are sharp (so sharpness would tell the label); matched on quality, every one is blurred."""
+    from stages.face_quality import sharpness
+
+    reals = FacePool([(f"sharp{k}", _textured_set(2, 0, k)) for k in range(3)]
+                     + [(f"blurred{k}", _textured_set(2, 3.0, 10 + k)) for k in range(3)])
+    fakes = FacePool([(("F", f"f{k}"), _textured_set(2, 3.0, 20 + k)) for k in range(3)])
+    partners = {}
+    for match in ("random", "quality"):
+        images, labels = build_sbi_set(reals, 1, np.random.default_rng(0), 0.3, 64, augment=False,
+                                       fake_pool=fakes, n_fakes=40, real_match=match)
+        assert labels[2:].tolist() == [1.0, 0.0] * 40
+        partners[match] = sharpness(images[3::2].permute(0, 2, 3, 1).contiguous().numpy())
+    fake_sharpness = sharpness(images[2::2].permute(0, 2, 3, 1).contiguous().numpy())
+    sharp = fake_sharpness.max() * 4  # sharp crops are far above every blurred one
+    assert 0.25 < (partners["random"] > sharp).mean() < 0.75
+    assert (partners["quality"] < sharp).all()
 
 
 def test_manifest_region_column_is_read_and_checked(tmp_path):

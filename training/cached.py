@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from stages.face_quality import sharpness
 from training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
 from training.metrics import binary_metrics
 from training.sbi_batches import FacePool, face_crop, normalise, sbi_pair_crops
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 Schedule = Literal["cosine", "step"]
+RealMatch = Literal["random", "quality"]  # how the real crop beside each real-fake crop is drawn (build_sbi_set)
 
 
 def schedule_factor(schedule: Schedule, step: int, total: int) -> float:
@@ -50,12 +52,30 @@ def lr_schedule(opt: torch.optim.Optimizer, schedule: Schedule, total: int) -> L
     return LambdaLR(opt, functools.partial(schedule_factor, schedule, total=total))
 
 
+# Real crops drawn per real-fake crop when matching quality: enough that one lies close in sharpness,
+# few enough that the identity balance of the draws is kept.
+QUALITY_CANDIDATES = 16
+
+
+def quality_matched_real(pool: FacePool, fake: np.ndarray, rng: np.random.Generator, margin: float,
+                         size: int) -> np.ndarray:
+    """Of QUALITY_CANDIDATES real crops (identity-balanced draws), the one closest to `fake` in log
+    sharpness. The real fakes of the training data are blurrier as drawn (median Laplacian variance
+    54 against 119 for real faces: small, compressed FF++ and DFDC faces), so drawn at random the
+    reals teach "blurred = fake", which inverts on sets whose fakes are sharp demo clips (MODEL_CARD.md)."""
+    candidates = [face_crop(*pool.draw(rng), margin, size) for _ in range(QUALITY_CANDIDATES)]
+    gap = np.abs(np.log1p(sharpness(np.stack(candidates))) - np.log1p(sharpness(fake[None]))[0])
+    return candidates[int(np.argmin(gap))]
+
+
 def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin: float, size: int,
                   augment: bool, fake_pool: FacePool | None = None, n_fakes: int = 0,
-                  zoom_min_area: float = DEFAULT_ZOOM_MIN_AREA) -> tuple[torch.Tensor, torch.Tensor]:
+                  zoom_min_area: float = DEFAULT_ZOOM_MIN_AREA,
+                  real_match: RealMatch = "random") -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 3, S, S), float labels): each real crop beside its self-blended fake, then
     `n_fakes` crops of real fakes (family-balanced) each matched by one more real crop, so the two
-    classes stay equal in number."""
+    classes stay equal in number; with `real_match="quality"` that real crop is as sharp as the fake
+    (a self-blend already is as sharp as its real), so no label is told by sharpness alone."""
     transform = build_train_transform(size, zoom_min_area) if augment else None
     images, labels = [], []
 
@@ -71,8 +91,10 @@ def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin
             add(crop, label)
     if fake_pool is not None:
         for _ in range(n_fakes):
-            add(face_crop(*fake_pool.draw(rng), margin, size), 1)
-            add(face_crop(*pool.draw(rng), margin, size), 0)
+            fake = face_crop(*fake_pool.draw(rng), margin, size)
+            add(fake, 1)
+            add(quality_matched_real(pool, fake, rng, margin, size) if real_match == "quality"
+                else face_crop(*pool.draw(rng), margin, size), 0)
     return torch.stack(images), torch.tensor(labels)
 
 

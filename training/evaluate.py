@@ -12,6 +12,9 @@ Levels:
 Per family: each generator family's items against the real items of the same kind (videos against
 real videos, images against real photos), with a bootstrap interval. Pairs: a fake whose identity
 also has a real item (an FF++ fake and its own original) wins when it scores higher.
+Quality baselines: the same AUCs for two numbers that know nothing of manipulation (the faces'
+sharpness and size, medians per item), beside the detector's. Where they separate a set's fakes from
+its reals, the set can be told apart by image quality, and the detector's AUC there may be reading it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
 from training.data import MediaItem, read_dataset
@@ -79,11 +84,16 @@ def _metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, groups: n
     return {**binary_metrics(labels, scores, threshold), "roc_auc_ci95": bootstrap_auc_interval(labels, scores, groups)}
 
 
+def _face_px(box: Sequence[float]) -> float:
+    """A face's size: the long side of its box, in frame pixels."""
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
 def _largest_face_per_frame(tracks: Sequence) -> list:
     best: dict[int, tuple[Any, Any]] = {}  # frame index -> (face size, face)
     for track in tracks:
         for face in track.faces:
-            size = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
+            size = _face_px(face.box)
             if face.frame_index not in best or size > best[face.frame_index][0]:
                 best[face.frame_index] = (size, face)
     return [best[k][1] for k in sorted(best)]
@@ -99,6 +109,16 @@ def _item_scores(report: ReportLike, names: list[str], settings: AggregateSettin
                             settings) for t in counted]
             out[f"{name}_{strategy}"] = max(per_track)
     return out
+
+
+# Item-level numbers that know nothing of manipulation: "higher = more fake" as a baseline detector.
+QUALITY_BASELINES = {"sharpness": "face sharpness (variance of the Laplacian)", "face_px": "face size (px)"}
+
+
+def _item_quality(faces: list[dict]) -> dict[str, float]:
+    """The median of each quality measure over an item's faces (measures a report lacks are left out)."""
+    return {m: float(np.median([f[m] for f in faces])) for m in QUALITY_BASELINES
+            if faces and all(f.get(m) is not None for f in faces)}
 
 
 def data_root(source: str | Path) -> Path:
@@ -129,9 +149,10 @@ def score_items(analyzer: ScoresFiles, items: list[MediaItem], log: Log = print,
                      "score": report.score, "errors": list(report.errors)}
         if report.score is not None:
             faces = _largest_face_per_frame(report.tracks)
-            row["faces"] = [{"frame_index": f.frame_index, "score": f.score, "member_scores": f.member_scores}
-                            for f in faces]
+            row["faces"] = [{"frame_index": f.frame_index, "score": f.score, "member_scores": f.member_scores,
+                             "sharpness": f.sharpness, "face_px": _face_px(f.box)} for f in faces]
             row.update(_item_scores(report, names, analyzer.aggregate_settings))
+            row.update(_item_quality(row["faces"]))
         else:
             row["faces"] = []
         rows.append(row)
@@ -213,8 +234,40 @@ def summarise(rows: list[dict], member_names: list[str], threshold: float, out_d
         if len(frame_labels):
             save_plots(frame_labels, np.array([f["score"] for r in scored for f in r["faces"]]), threshold, out_dir,
                        "frame_ensemble")
+    result["quality_baselines"] = quality_baselines(scored)
     result["per_item"] = rows
     return result
+
+
+def _auc(rows: list[dict], column: str) -> dict | None:
+    """AUC of `column` as a fake score over rows, with its bootstrap interval (None without both labels)."""
+    labels = np.array([r["label"] for r in rows])
+    if np.unique(labels).size < 2:
+        return None
+    scores = np.array([r[column] for r in rows])
+    return {"roc_auc": float(roc_auc_score(labels, scores)), "roc_auc_ci95": bootstrap_auc_interval(labels, scores),
+            "count": len(rows), "positives": int(labels.sum())}
+
+
+def _rank_correlation(rows: list[dict], measure: str) -> float | None:
+    """Spearman correlation of the detector's item score with a quality measure (None if either is constant)."""
+    scores, values = [r["score"] for r in rows], [r[measure] for r in rows]
+    if len(rows) < 3 or len(set(scores)) < 2 or len(set(values)) < 2:
+        return None
+    return float(spearmanr(scores, values).statistic)
+
+
+def quality_baselines(scored: list[dict]) -> dict:
+    """Items, videos, photos and each family: the detector's AUC beside each quality measure's on the
+    same rows (only rows that carry every measure), and how the detector's score follows each measure
+    (Spearman: negative where it calls larger, sharper faces more real)."""
+    rows = [r for r in scored if all(m in r for m in QUALITY_BASELINES)]
+    slices = {"items": rows, "videos": [r for r in rows if r["kind"] == "video"],
+              "photos": [r for r in rows if r["kind"] == "image"],
+              **{name: fakes + reals for name, (fakes, reals) in family_slices(rows).items()}}
+    return {name: {"auc": {column: _auc(part, column) for column in ("score", *QUALITY_BASELINES)},
+                   "score_spearman": {m: _rank_correlation(part, m) for m in QUALITY_BASELINES}}
+            for name, part in slices.items() if part}
 
 
 def evaluate(analyzer: ScoresFiles, items: list[MediaItem], out_dir: Path, threshold: float, log: Log = print,
@@ -261,4 +314,15 @@ def summary_lines(result: dict) -> list[str]:
     for label, shares in result["verdicts"].items():
         if shares:
             lines.append(f"verdicts of {label} items: " + ", ".join(f"{v} {100 * share:.1f} %" for v, share in shares.items()))
+    baselines = result.get("quality_baselines", {})
+    if baselines:
+        lines += ["", "quality baselines: AUC of numbers that know nothing of manipulation (higher = called more fake), "
+                  "and the detector score's Spearman correlation with each",
+                  "| slice | detector | " + " | ".join(QUALITY_BASELINES.values()) + " | "
+                  + " | ".join(f"score ~ {m}" for m in QUALITY_BASELINES) + " |",
+                  "|---|---|" + "---|" * 2 * len(QUALITY_BASELINES)]
+        for name, slice_ in baselines.items():
+            aucs = ["-" if slice_["auc"][c] is None else auc(slice_["auc"][c]) for c in ("score", *QUALITY_BASELINES)]
+            rhos = [f"{r:+.2f}" if r is not None else "-" for r in slice_["score_spearman"].values()]
+            lines.append(f"| {name} | " + " | ".join(aucs + rhos) + " |")
     return lines

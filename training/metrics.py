@@ -152,6 +152,19 @@ def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np
             "ci95": (float(low), float(high)), "b_better": float(np.mean(diffs > 1e-12))}  # a tie in float noise is no win
 
 
+def sharpness_by_label(images: np.ndarray, labels: np.ndarray) -> dict:
+    """How far image sharpness alone tells a set's labels apart: each label's median sharpness
+    (stages.face_quality) and its AUC as a fake score (0.5: not at all). `images`: (N, 3, S, S) uint8."""
+    from stages.face_quality import sharpness
+
+    labels, _ = _as_arrays(labels, np.zeros(len(labels)))
+    values = sharpness(np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1)))
+    both = np.unique(labels).size == 2
+    return {"real_median": float(np.median(values[labels == 0])) if (labels == 0).any() else None,
+            "fake_median": float(np.median(values[labels == 1])) if (labels == 1).any() else None,
+            "roc_auc": float(roc_auc_score(labels, values)) if both else None}
+
+
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """Threshold maximising Youden's J = TPR - FPR over the ROC curve's thresholds.
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from annotated_types import Ge, Gt, Interval
 
 from training.augment import DEFAULT_ZOOM_MIN_AREA
-from training.cached import Schedule
+from training.cached import RealMatch, Schedule
 
 Log = Callable[[str], None]
 
@@ -41,6 +41,9 @@ class TrainConfig:
     train_pairs: Annotated[int, Ge(1)] = 1500   # mode "cached": real crops, each with its self-blended fake
     real_fakes: Annotated[int, Ge(0)] = 0       # mode "cached": crops of real fakes (family-balanced), each
                                                 # matched by one more real crop
+    real_match: RealMatch = "random"            # that real crop: any (identity-balanced), or the one
+                                                # of QUALITY_CANDIDATES draws closest in sharpness (the classes
+                                                # then share one quality distribution: training/cached.py)
     val_fakes: Annotated[int, Ge(0)] = 100      # held-out real-fake crops (and as many reals) in validation
     members: dict[str, MemberRecipe] = field(default_factory=dict)
     distill_teacher: str = ""                   # tf_efficientnet_lite0 ImageNet safetensors

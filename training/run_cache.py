@@ -26,8 +26,10 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
     """The fixed, augmented training set (real / self-blended / real-fake crops), stored as
     safetensors so that a re-run or a resumed run with the same data and recipe skips building it."""
     n_fakes = cfg.real_fakes if fake_pool is not None else 0
+    # real_match joins the key only where it changes the set: entries made before it existed stay valid
+    matched = [cfg.real_match] if cfg.real_match != "random" and n_fakes else []
     key = hashlib.sha1(json.dumps([pool_digest(pool), pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
-                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3]).encode()).hexdigest()[:16]
+                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3, *matched]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"sbi-{key}.safetensors"
     if path.is_file():
         try:
@@ -39,7 +41,8 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
     with torch.random.fork_rng():  # the set depends only on its key; the global RNG is left as it was
         torch.manual_seed(cfg.seed + 2)
         images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True,
-                                       fake_pool=fake_pool, n_fakes=n_fakes, zoom_min_area=cfg.zoom_min_area)
+                                       fake_pool=fake_pool, n_fakes=n_fakes, zoom_min_area=cfg.zoom_min_area,
+                                       real_match=cfg.real_match)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     save_file({"images": images.contiguous(), "labels": labels}, str(partial))
@@ -70,6 +73,8 @@ class Checkpoints:
         distill = ("distill_steps", "distill_teacher", "distill_target")
         run_wide = {k: v for k, v in asdict(self.cfg).items()
                     if k not in ("out", "version", "threads", "members", "replicas", *distill)}
+        if run_wide["real_match"] == "random":  # its default keys as before it existed: finished members stay valid
+            del run_wide["real_match"]
         # the split as it is used: a replica of a seed ensemble is keyed as the one-seed run it equals
         run_wide["split_seed"] = split_seed(self.cfg)
         names = list(self.cfg.members)

@@ -34,7 +34,7 @@ from training.cached import LateBlocks, early_features, lr_schedule, train_late_
 from training.calibrate import apply_calibration, fit_calibration
 from training.data import FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
 from training.distill import distill_backbone
-from training.metrics import best_threshold, binary_metrics
+from training.metrics import best_threshold, binary_metrics, sharpness_by_label
 from training.recipe import (
     MEAN,
     STD,
@@ -267,6 +267,7 @@ class ReplicaResult:
     reports: dict[str, dict]        # ensemble member name -> its training report
     resumed: list[str]              # members taken from an earlier run's checkpoints
     val: tuple[np.ndarray, np.ndarray]
+    set_sharpness: dict | None = None  # mode "cached": how far sharpness alone tells its training set's labels
 
 
 def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: str, cache_dir: Path,
@@ -276,13 +277,16 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
     rng = np.random.default_rng(cfg.seed)
     val = _validation_set(pools.held_real, pools.held_fake, cfg)
     t = time.time()
-    train_set = None
+    train_set, set_sharpness = None, None
     if cfg.mode == "cached":
         train_set = cached_sbi_set(pools.train_real, cfg, cache_dir, pools.train_fake)
-        log(f"training set (seed {cfg.seed}): {len(train_set[0])} crops ({int(train_set[1].sum())} fake)")
+        set_sharpness = sharpness_by_label(train_set[0].numpy(), train_set[1].numpy())
+        log(f"training set (seed {cfg.seed}): {len(train_set[0])} crops ({int(train_set[1].sum())} fake); sharpness "
+            f"median real {set_sharpness['real_median']:.0f}, fake {set_sharpness['fake_median']:.0f}, "
+            f"as a fake score AUC {set_sharpness['roc_auc']:.3f}")
         t = clock.mark("train_set_s", t)
     checkpoints = Checkpoints(Path(cache_dir) / "members", cfg, faces_digest)
-    result = ReplicaResult({}, {}, {}, [], val)
+    result = ReplicaResult({}, {}, {}, [], val, set_sharpness)
     trained: dict[str, nn.Module] = {}  # by recipe name: a later member's teacher
     for name, recipe in cfg.members.items():
         label = ensemble_member_name(name, cfg, replicas)
@@ -389,6 +393,8 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         report["members"].update(result.reports)
         resumed += result.resumed
         vals.append(result.val)
+        if result.set_sharpness:
+            report.setdefault("training_set_sharpness", {})[replica.seed] = result.set_sharpness
         if cfg.replicas > 1:
             # the seed's own detector, so the ensemble can be measured against each of its seeds
             single, combined = _assemble(result.members, result.architectures, replica, result.val,
@@ -407,6 +413,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     report["phases"] = phases
     ensemble.config.training = {"data": str(cfg.data), "faces": report["faces"], "combiner": report["combiner"],
                                 "seconds": round(report["seconds"]), "phases": phases, "resumed_members": resumed,
+                                "training_set_sharpness": report.get("training_set_sharpness", {}),
                                 "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "data")}}
     save_detector(ensemble, out)
     (out / "train_report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
