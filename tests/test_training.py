@@ -264,7 +264,9 @@ def test_evaluate_writes_metrics_and_plots(trained, dataset, tmp_path):
     baselines = metrics["quality_baselines"]
     assert baselines["items"]["auc"]["score"]["roc_auc"] == pytest.approx(metrics["item"]["ensemble"]["roc_auc"])
     assert baselines["photos"]["auc"]["sharpness"]["count"] == 6 and baselines["videos"]["auc"]["sharpness"] is None
-    assert all(-1 <= rho <= 1 for rho in baselines["items"]["score_spearman"].values())
+    spearman = baselines["items"]["score_spearman"]
+    assert set(spearman) == {"ensemble", MEMBER}
+    assert all(-1 <= rho <= 1 for by_measure in spearman.values() for rho in by_measure.values())
     assert set(baselines) == {"items", "videos", "photos", "fake (image)"}
     assert "quality baselines" in result.stdout and "| items |" in result.stdout
 
@@ -277,20 +279,21 @@ def test_quality_baselines_show_a_set_that_image_quality_separates():
     from training.evaluate import quality_baselines
 
     rows = [{"label": label, "kind": "video", "group": "gen" if label else "none", "score": score,
-             "sharpness": sharp, "face_px": 100.0}
+             "m_confident": 1 - score, "sharpness": sharp, "face_px": 100.0}
             for label, score, sharp in [(1, 0.9, 200.0), (1, 0.4, 150.0), (1, 0.6, 120.0),
                                         (0, 0.5, 30.0), (0, 0.3, 40.0), (0, 0.7, 20.0)]]
     rows.append({"label": 0, "kind": "video", "group": "none", "score": 0.1})  # a report without the measures
-    baselines = quality_baselines(rows)
+    baselines = quality_baselines(rows, ["m"])
     assert set(baselines) == {"items", "videos", "gen (video)"}  # no photos
     items = baselines["items"]["auc"]
     assert items["sharpness"]["roc_auc"] == 1.0 and items["face_px"]["roc_auc"] == 0.5
     assert items["score"]["roc_auc"] == pytest.approx(6 / 9) and items["score"]["count"] == 6
     assert baselines["gen (video)"] == baselines["items"]
     # the score rises with sharpness here; face size is constant, so it has no correlation to give
-    rho = baselines["items"]["score_spearman"]
+    rho = baselines["items"]["score_spearman"]["ensemble"]
     assert rho["sharpness"] == pytest.approx(spearmanr([0.9, 0.4, 0.6, 0.5, 0.3, 0.7], [200, 150, 120, 30, 40, 20]).statistic)
     assert rho["sharpness"] > 0 and rho["face_px"] is None
+    assert baselines["items"]["score_spearman"]["m"]["sharpness"] == pytest.approx(-rho["sharpness"])  # a member, in reverse
 
 
 def test_evaluate_scores_exactly_as_analyze_does(trained, dataset, tmp_path):

@@ -60,9 +60,11 @@ QUALITY_CANDIDATES = 16
 def quality_matched_real(pool: FacePool, fake: np.ndarray, rng: np.random.Generator, margin: float,
                          size: int) -> np.ndarray:
     """Of QUALITY_CANDIDATES real crops (identity-balanced draws), the one closest to `fake` in log
-    sharpness. The real fakes of the training data are blurrier as drawn (median Laplacian variance
-    54 against 119 for real faces: small, compressed FF++ and DFDC faces), so drawn at random the
-    reals teach "blurred = fake", which inverts on sets whose fakes are sharp demo clips (MODEL_CARD.md)."""
+    sharpness. The real fakes of the training data (small, compressed FF++ and DFDC faces) are blurrier
+    than the reals drawn at random beside them (as built, median Laplacian variance ~60 against ~80;
+    sharpness alone tells them apart at AUC 0.45), a "blurred = fake" cue that inverts on sets whose
+    fakes are sharp demo clips. Matching removes that gap from the set (AUC 0.49-0.50), though over
+    three seeds it did not make the detectors lean less on quality (MODEL_CARD.md)."""
     candidates = [face_crop(*pool.draw(rng), margin, size) for _ in range(QUALITY_CANDIDATES)]
     gap = np.abs(np.log1p(sharpness(np.stack(candidates))) - np.log1p(sharpness(fake[None]))[0])
     return candidates[int(np.argmin(gap))]

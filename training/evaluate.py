@@ -234,7 +234,7 @@ def summarise(rows: list[dict], member_names: list[str], threshold: float, out_d
         if len(frame_labels):
             save_plots(frame_labels, np.array([f["score"] for r in scored for f in r["faces"]]), threshold, out_dir,
                        "frame_ensemble")
-    result["quality_baselines"] = quality_baselines(scored)
+    result["quality_baselines"] = quality_baselines(scored, member_names)
     result["per_item"] = rows
     return result
 
@@ -249,24 +249,26 @@ def _auc(rows: list[dict], column: str) -> dict | None:
             "count": len(rows), "positives": int(labels.sum())}
 
 
-def _rank_correlation(rows: list[dict], measure: str) -> float | None:
-    """Spearman correlation of the detector's item score with a quality measure (None if either is constant)."""
-    scores, values = [r["score"] for r in rows], [r[measure] for r in rows]
+def _rank_correlation(rows: list[dict], column: str, measure: str) -> float | None:
+    """Spearman correlation of an item score column with a quality measure (None if either is constant)."""
+    scores, values = [r[column] for r in rows], [r[measure] for r in rows]
     if len(rows) < 3 or len(set(scores)) < 2 or len(set(values)) < 2:
         return None
     return float(spearmanr(scores, values).statistic)
 
 
-def quality_baselines(scored: list[dict]) -> dict:
+def quality_baselines(scored: list[dict], member_names: Sequence[str] = ()) -> dict:
     """Items, videos, photos and each family: the detector's AUC beside each quality measure's on the
-    same rows (only rows that carry every measure), and how the detector's score follows each measure
-    (Spearman: negative where it calls larger, sharper faces more real)."""
+    same rows (only rows that carry every measure), and how the detector's score, and each member's,
+    follows each measure (Spearman: negative where it calls larger, sharper faces more real)."""
     rows = [r for r in scored if all(m in r for m in QUALITY_BASELINES)]
+    columns = {"ensemble": "score", **{n: f"{n}_confident" for n in member_names}}
     slices = {"items": rows, "videos": [r for r in rows if r["kind"] == "video"],
               "photos": [r for r in rows if r["kind"] == "image"],
               **{name: fakes + reals for name, (fakes, reals) in family_slices(rows).items()}}
     return {name: {"auc": {column: _auc(part, column) for column in ("score", *QUALITY_BASELINES)},
-                   "score_spearman": {m: _rank_correlation(part, m) for m in QUALITY_BASELINES}}
+                   "score_spearman": {name: {m: _rank_correlation(part, column, m) for m in QUALITY_BASELINES}
+                                      for name, column in columns.items()}}
             for name, part in slices.items() if part}
 
 
@@ -323,6 +325,6 @@ def summary_lines(result: dict) -> list[str]:
                   "|---|---|" + "---|" * 2 * len(QUALITY_BASELINES)]
         for name, slice_ in baselines.items():
             aucs = ["-" if slice_["auc"][c] is None else auc(slice_["auc"][c]) for c in ("score", *QUALITY_BASELINES)]
-            rhos = [f"{r:+.2f}" if r is not None else "-" for r in slice_["score_spearman"].values()]
+            rhos = [f"{r:+.2f}" if r is not None else "-" for r in slice_["score_spearman"]["ensemble"].values()]
             lines.append(f"| {name} | " + " | ".join(aucs + rhos) + " |")
     return lines

@@ -24,6 +24,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from stages.face_quality import sharpness
+
 
 def _as_arrays(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flatten to 1-D int labels / float scores of equal length."""
@@ -155,9 +157,7 @@ def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np
 def sharpness_by_label(images: np.ndarray, labels: np.ndarray) -> dict:
     """How far image sharpness alone tells a set's labels apart: each label's median sharpness
     (stages.face_quality) and its AUC as a fake score (0.5: not at all). `images`: (N, 3, S, S) uint8."""
-    from stages.face_quality import sharpness
-
-    labels, _ = _as_arrays(labels, np.zeros(len(labels)))
+    labels = np.asarray(labels).astype(int).ravel()
     values = sharpness(np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1)))
     both = np.unique(labels).size == 2
     return {"real_median": float(np.median(values[labels == 0])) if (labels == 0).any() else None,
