@@ -177,12 +177,10 @@ def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
     """Each fake family against the real items of the same kind; reals get their share flagged."""
     out = {}
     for name, (fakes, reals) in family_slices([r for r in rows if column in r]).items():
-        scores = np.array([r[column] for r in fakes + reals])
-        labels = np.array([1] * len(fakes) + [0] * len(reals))
-        auc = binary_metrics(labels, scores, threshold)["roc_auc"] if reals else None
+        auc = _auc(fakes + reals, column)  # None without reals of that kind
         out[name] = {
-            "fakes": len(fakes), "reals": len(reals), "roc_auc": auc,
-            "roc_auc_ci95": bootstrap_auc_interval(labels, scores) if reals else None,
+            "fakes": len(fakes), "reals": len(reals), "roc_auc": auc["roc_auc"] if auc else None,
+            "roc_auc_ci95": auc["roc_auc_ci95"] if auc else None,
             "mean_score": float(np.mean([r[column] for r in fakes])),
             "share_flagged_fake": float(np.mean([r[column] >= threshold for r in fakes]))}
     return out
