@@ -226,7 +226,8 @@ def info(weights: str | None, device: str) -> None:
     status = "ok" if actual == cfg.sha256 else f"MISMATCH (file {actual})"
     click.echo(f"detector: {cfg.name} {cfg.version} in {folder}")
     click.echo(f"  members: {', '.join(cfg.members)}; combiner: {cfg.combiner}; threshold: {cfg.threshold}; "
-               f"input {cfg.input_size}px, crop margin {cfg.crop_margin}; trained: {cfg.trained}")
+               f"input {cfg.input_size}px" + (f" (detail {cfg.detail_size}px)" if cfg.detail_size else "") +
+               f", crop margin {cfg.crop_margin}; trained: {cfg.trained}")
     click.echo(f"  sha256: {cfg.sha256} [{status}]")
 
 

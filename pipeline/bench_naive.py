@@ -4,7 +4,7 @@ pipeline's own clip and frame indices so the pipeline's speed-up is a ratio from
 Every step is the obvious one: OpenCV seeks to each sampled frame and reads it, MTCNN looks at
 the full-resolution frame alone, and each face crop gets its own forward pass through the
 PyTorch ensemble. The crop geometry and normalisation are the pipeline's (`crop_face`,
-`to_model_input`), so the two loops do the same work and differ only in how they do it.
+`detector_input`), so the two loops do the same work and differ only in how they do it.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
     import torch
     from facenet_pytorch import MTCNN
 
-    from stages.classify import to_model_input
+    from stages.classify import detector_input
     from stages.crop import crop_face
 
     model = analyzer.model.eval()
@@ -51,7 +51,7 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
         raise BenchError(f"OpenCV cannot read {path.name}")
     with torch.inference_mode():
         mtcnn.detect(first)
-        model(to_model_input(np.zeros((1, size, size, 3), np.uint8), cfg.mean, cfg.std, cfg.input_size, device))
+        model(detector_input(np.zeros((1, size, size, 3), np.uint8), cfg, device))
 
     scores: list[float] = []
     frames_read = 0
@@ -72,7 +72,7 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
                 if prob is None or prob < settings.min_confidence:
                     continue
                 crop = crop_face(frame, np.asarray(box, np.float32), margin, size)
-                x = to_model_input(crop[None], cfg.mean, cfg.std, cfg.input_size, device)
+                x = detector_input(crop[None], cfg, device)
                 with torch.inference_mode():
                     prob_fake, _ = model(x)
                 scores.append(float(prob_fake[0]))

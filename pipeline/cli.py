@@ -14,7 +14,7 @@ from pipeline.analyze_command import analyze, info, sample
 from pipeline.bench import bench
 from pipeline.serve_bench import serve_bench
 from pipeline.serve_command import serve
-from pipeline.training_commands import compare, evaluate, train
+from pipeline.training_commands import compare, evaluate, refit, train
 from pipeline.watch_command import watch
 
 
@@ -26,5 +26,5 @@ def main(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _command in (analyze, info, sample, watch, serve, serve_bench, train, evaluate, compare, bench):
+for _command in (analyze, info, sample, watch, serve, serve_bench, train, refit, evaluate, compare, bench):
     main.add_command(_command)

@@ -19,7 +19,6 @@ from pipeline.cli_common import CommandError, analysis_options, config_from_opti
 @click.option("--install", is_flag=True, help="Copy the trained detector into weights/ when done.")
 def train(config_file: str, data: str | None, out: str | None, cache: str, install: bool) -> None:
     """Train the ensemble on self-blended pseudo-fakes of real faces."""
-    from pipeline.config import DEFAULT_WEIGHTS
     from training.recipe import load_train_config
     from training.train import train as run_training
 
@@ -32,10 +31,45 @@ def train(config_file: str, data: str | None, out: str | None, cache: str, insta
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     if install:
-        DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
-        for name in ("detector.safetensors", "detector.json", "split.json"):  # split.json: what it never saw
-            shutil.copy2(folder / name, DEFAULT_WEIGHTS / name)
-        click.echo(f"installed into {DEFAULT_WEIGHTS}")
+        _install(folder)
+
+
+@click.command()
+@click.option("--from", "source", default="weights", show_default=True, type=click.Path(file_okay=False, exists=True),
+              help="The trained detector whose members are kept.")
+@click.option("--config", "config_file", default="configs/train.yaml", show_default=True,
+              type=click.Path(dir_okay=False, exists=True), help="The recipe it was trained with (data, split, "
+              "holdout, version, and the analysis settings to fit for, e.g. detail_size).")
+@click.option("--data", help="Override the recipe's data (manifest TSV or folder with real/ and fake/).")
+@click.option("--out", help="Override the run folder.")
+@click.option("--cache", default=".cache/faces", show_default=True, help="Face-crop cache folder.")
+@click.option("--install", is_flag=True, help="Copy the refitted detector into weights/ when done.")
+def refit(source: str, config_file: str, data: str | None, out: str | None, cache: str, install: bool) -> None:
+    """Fit a trained detector's combiner, calibration and threshold again on its training holdout,
+    keeping its members: for a recipe setting that changes what they see at analysis (detail_size)."""
+    from stages.ensemble import DetectorError
+    from training.recipe import load_train_config
+    from training.refit import refit_detector
+
+    try:
+        cfg = load_train_config(config_file, {"data": data, "out": out})
+    except (OSError, ValueError, TypeError) as exc:
+        raise CommandError(f"cannot read {config_file}: {exc}") from None
+    try:
+        folder = refit_detector(Path(source), cfg, Path(cache), log=click.echo)
+    except (FileNotFoundError, ValueError, DetectorError) as exc:
+        raise CommandError(str(exc)) from None
+    if install:
+        _install(folder)
+
+
+def _install(folder: Path) -> None:
+    from pipeline.config import DEFAULT_WEIGHTS
+
+    DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
+    for name in ("detector.safetensors", "detector.json", "split.json"):  # split.json: what it never saw
+        shutil.copy2(folder / name, DEFAULT_WEIGHTS / name)
+    click.echo(f"installed into {DEFAULT_WEIGHTS}")
 
 
 @click.command()

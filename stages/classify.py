@@ -33,14 +33,25 @@ class CropScores:
     members: np.ndarray    # (N, M) each member's fake probability
 
 
-def to_model_input(crops: np.ndarray, mean, std, size: int, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) RGB crops to a normalised float tensor (N, 3, size, size)."""
+def to_model_input(crops: np.ndarray, mean, std, size: int, device: torch.device,
+                   detail_size: int | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB crops to a normalised float tensor (N, 3, size, size); with `detail_size`,
+    shrunk to that many pixels and back first (DetectorConfig.detail_size)."""
     x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if detail_size is not None and detail_size < size:
+        x = torch.nn.functional.interpolate(x, size=(detail_size, detail_size), mode="bilinear", align_corners=False,
+                                            antialias=True)
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (x - mean_t) / std_t
+
+
+def detector_input(crops: np.ndarray, config: DetectorConfig, device: torch.device) -> torch.Tensor:
+    """Crops to what `config`'s members take: its input size, detail ceiling and normalisation."""
+    return to_model_input(crops, config.mean, config.std, config.input_size, device, config.detail_size)
 
 
 class CropClassifier:
@@ -59,7 +70,7 @@ class CropClassifier:
         cfg = self.model.config
         ens, mem = [], []
         for start in range(0, len(crops), self.batch_size):
-            x = to_model_input(crops[start:start + self.batch_size], cfg.mean, cfg.std, cfg.input_size, self.device)
+            x = detector_input(crops[start:start + self.batch_size], cfg, self.device)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
                                                         enabled=self.device.type == "cuda"):
                 prob, member_prob = self.model(x)
@@ -86,7 +97,7 @@ class OnnxCropClassifier:
         ens, mem = [], []
         cpu = torch.device("cpu")
         for start in range(0, len(crops), self.batch_size):
-            x = to_model_input(crops[start:start + self.batch_size], cfg.mean, cfg.std, cfg.input_size, cpu)
+            x = detector_input(crops[start:start + self.batch_size], cfg, cpu)
             prob, member_prob = self.session.run(None, {self._input: x.numpy()})
             ens.append(prob.astype(np.float32))
             mem.append(member_prob.astype(np.float32))

@@ -43,6 +43,11 @@ class DetectorConfig:
     combiner: Literal["mean", "stacking"] = "mean"
     input_size: int = 224
     crop_margin: float = DEFAULT_CROP_MARGIN  # context around the face box the members were trained with
+    # A ceiling on the detail the members see: each crop is shrunk to detail_size pixels and back to
+    # input_size (stages/classify.to_model_input). Faces sharper than that then look alike, so a score
+    # cannot follow a face's resolution, which differs between sources far more than between real and
+    # fake (MODEL_CARD.md). None: every pixel of the input_size crop.
+    detail_size: int | None = None
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     threshold: float = 0.5
@@ -75,6 +80,9 @@ class DetectorConfig:
                 known[key] = tuple(known[key])
         if known.get("combiner", "mean") not in ("mean", "stacking"):
             raise DetectorError(f"unknown combiner {known['combiner']!r}; known: mean, stacking")
+        detail = known.get("detail_size")
+        if detail is not None and not (isinstance(detail, int) and 8 <= detail < int(known.get("input_size", 224))):
+            raise DetectorError(f"detail_size must be an integer from 8 to below input_size, got {detail!r}")
         calibration = known.get("calibration") or {}
         if calibration and not (set(calibration) == {"scale", "shift"} and float(calibration["scale"]) > 0):
             raise DetectorError(f"calibration must be {{scale > 0, shift}}, got {calibration!r}")

@@ -29,7 +29,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from stages.classify import to_model_input
+from stages.classify import detector_input
 from stages.ensemble import EnsembleDetector
 
 
@@ -104,7 +104,7 @@ class Explainer:
         cfg = self.model.config
         for start in range(0, n, self.batch_size):
             batch = crops[start:start + self.batch_size]
-            x = to_model_input(batch, cfg.mean, cfg.std, cfg.input_size, self.device)
+            x = detector_input(batch, cfg, self.device)
             for j, name in enumerate(self.member_names):
                 cam = self._member_cam(self.model.members[name], x)
                 if cam.shape[-1] != size:  # maps come at the model's input size; crops may differ

@@ -7,9 +7,9 @@ import torch
 from pipeline.config import AnalysisConfig
 from pipeline.runner import Analyzer
 from stages.aggregate import AggregateSettings, FaceScore, aggregate, confident_strategy, pick_keyframes
-from stages.classify import CropClassifier
+from stages.classify import CropClassifier, to_model_input
 from stages.detect import DetectSettings
-from stages.ensemble import DetectorError, create_detector, load_detector, save_detector
+from stages.ensemble import DetectorConfig, DetectorError, create_detector, load_detector, save_detector
 
 
 def test_save_load_round_trip_gives_identical_scores(weights_dir):
@@ -41,6 +41,24 @@ def test_stacking_combiner_uses_its_layer(tmp_path):
     assert json.loads((tmp_path / "detector.json").read_text())["combiner"] == "stacking"
     logits = torch.tensor([[0.5, 3.0]])
     assert loaded.combine(logits).item() == pytest.approx(torch.sigmoid(torch.tensor(0.0)).item())
+
+
+def test_detail_size_takes_away_fine_detail_and_keeps_the_rest(tmp_path):
+    # a 1-px checkerboard (detail no 112-px copy of a 224-px crop can hold) goes flat; a smooth ramp stays
+    size = 224
+    checker = (np.indices((size, size)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    ramp = np.tile(np.linspace(0, 255, size).astype(np.uint8), (size, 1))
+    crops = np.stack([np.repeat(img[..., None], 3, axis=2) for img in (checker, ramp)])
+    full = to_model_input(crops, (0, 0, 0), (1, 1, 1), size, torch.device("cpu"))
+    capped = to_model_input(crops, (0, 0, 0), (1, 1, 1), size, torch.device("cpu"), detail_size=size // 2)
+    assert full[0].std() > 0.45 and capped[0].std() < 0.05
+    assert (capped[1] - full[1]).abs().max() < 0.02
+    # the detector file carries it, and a value that leaves nothing out (or nothing in) is refused
+    save_detector(create_detector(trained=True, detail_size=112), tmp_path)
+    assert load_detector(tmp_path).config.detail_size == 112
+    for bad in (224, 4, 112.5):
+        with pytest.raises(DetectorError, match="detail_size"):
+            DetectorConfig.from_dict({"detail_size": bad})
 
 
 def test_untrained_detector_gives_no_verdicts(tmp_path):

@@ -23,12 +23,14 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.samples import make_sample_video, render_sample_frame
+from stages.classify import CropClassifier
 from stages.detect import DetectSettings
 from stages.ensemble import load_detector
 from training.cached import build_sbi_set
 from training.data import FaceSet, extract_all, read_dataset, split_by_identity
 from training.metrics import binary_metrics
 from training.recipe import MemberRecipe, PhaseConfig, TrainConfig, load_train_config
+from training.refit import refit_detector
 from training.sbi_batches import FacePool, fixed_sbi_set
 from training.self_blend import self_blend
 from training.train import member_logits, prepare_faces, train
@@ -405,6 +407,13 @@ def test_load_train_config_rejects_unknown_keys_and_bad_values(tmp_path):
         path.write_text(f"data: x\n{text}\n")
         with pytest.raises(ValueError, match=f"training setting {key}:"):
             load_train_config(path)
+    # a detail ceiling must leave less than the input: checked with the recipe, before any training
+    path.write_text("data: x\ninput_size: 224\ndetail_size: 224\n")
+    with pytest.raises(ValueError, match=r"detail_size \(224\) must be below input_size \(224\)"):
+        load_train_config(path)
+    path.write_text("data: x\ndetail_size: 4\n")
+    with pytest.raises(ValueError, match="training setting detail_size:"):
+        load_train_config(path)
 
 
 def test_train_command_rejects_a_bad_recipe_in_one_line(tmp_path):
@@ -583,29 +592,29 @@ def test_feature_hints_reach_every_stage_and_can_be_learned(astronaut_face):
     assert stem_grad is not None and stem_grad.abs().sum() > 0  # the hints reach the first (later frozen) layer
 
 
+def retrain(trained: SimpleNamespace, **changes) -> tuple[Path, list[str]]:
+    """The fixture's recipe with `changes`, on its face cache: the run folder and its log lines."""
+    log: list[str] = []
+    threads = torch.get_num_threads()
+    try:
+        out = train(dataclasses.replace(trained.cfg, **changes), cache_dir=trained.cache, log=log.append)
+    finally:
+        torch.set_num_threads(threads)  # train() sets a process-wide thread count
+    return out, log
+
+
 def test_split_seed_keeps_the_identities_while_seed_changes_every_draw(trained, tmp_path):
     # another seed on the same split: how far one recipe's results spread from run to run
     items = read_dataset(trained.cfg.data)
     assert split_by_identity(items, trained.cfg.holdout_share, 1) != split_by_identity(items, trained.cfg.holdout_share, 0)
-    cfg = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), seed=1, split_seed=trained.cfg.seed)
-    threads = torch.get_num_threads()
-    try:
-        out = train(cfg, cache_dir=trained.cache, log=lambda _: None)
-    finally:
-        torch.set_num_threads(threads)
+    out, _ = retrain(trained, out=str(tmp_path / "run"), seed=1, split_seed=trained.cfg.seed)
     assert (out / "split.json").read_text() == (trained.out / "split.json").read_text()
     assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256
 
 
 def test_seed_ensemble_keeps_every_seed_and_reuses_the_one_seed_run(trained, tmp_path):
     # replicas: 2 = the fixture's one-member recipe trained with seeds 0 and 1 on one split, both kept
-    cfg = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), replicas=2)
-    log: list[str] = []
-    threads = torch.get_num_threads()
-    try:
-        out = train(cfg, cache_dir=trained.cache, log=log.append)
-    finally:
-        torch.set_num_threads(threads)
+    out, log = retrain(trained, out=str(tmp_path / "run"), replicas=2)
     ensemble = load_detector(out)
     names = [f"{MEMBER}-seed0", f"{MEMBER}-seed1"]
     assert ensemble.config.members == names
@@ -623,5 +632,70 @@ def test_seed_ensemble_keeps_every_seed_and_reuses_the_one_seed_run(trained, tmp
     assert (out / "seeds" / "seed1" / "detector.safetensors").is_file()
     phases = ensemble.config.training["phases"]
     assert {f"member_{n}_s" for n in names} <= set(phases)
-    scores = ensemble(torch.zeros(2, 3, cfg.input_size, cfg.input_size))[1]
+    scores = ensemble(torch.zeros(2, 3, trained.cfg.input_size, trained.cfg.input_size))[1]
     assert scores.shape == (2, 2)
+
+
+def test_detail_size_refits_the_operating_point_on_the_same_members(trained, tmp_path):
+    # the members learn from full-detail crops, so a detail ceiling reuses them; the combiner,
+    # calibration and threshold are fitted again on the holdout as analyze will now see it
+    detail, size = trained.cfg.input_size // 2, trained.cfg.input_size
+    out, log = retrain(trained, out=str(tmp_path / "run"), detail_size=detail)
+    assert any(line.startswith(f"{MEMBER}: resumed from") for line in log)
+    capped, full = load_detector(out), load_detector(trained.out)
+    assert capped.config.detail_size == detail and full.config.detail_size is None
+    for key, tensor in capped.members[MEMBER].state_dict().items():
+        assert torch.equal(tensor, full.members[MEMBER].state_dict()[key]), key
+    # analyze applies the ceiling: the capped detector scores a crop as the full one scores it shrunk and regrown
+    crops = np.random.default_rng(1).integers(0, 255, (4, size, size, 3), dtype=np.uint8)
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=detail, mode="bilinear", antialias=True)
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear")
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (full.config.mean, full.config.std))
+    with torch.no_grad():
+        as_full = full.eval()((x - mean) / std)[1].numpy()
+    as_capped = CropClassifier(capped, torch.device("cpu")).score(crops).members
+    np.testing.assert_allclose(as_capped, as_full, atol=1e-5)
+    assert np.abs(as_capped - CropClassifier(full, torch.device("cpu")).score(crops).members).max() > 1e-3
+
+
+def test_refit_reproduces_the_operating_point_and_refits_it_for_a_detail_ceiling(trained, tmp_path):
+    full = load_detector(trained.out)
+    # the same settings: the same holdout, so the same combiner, calibration and threshold, tensor for tensor
+    same = load_detector(refit_detector(trained.out, dataclasses.replace(trained.cfg, out=str(tmp_path / "same")),
+                                        trained.cache, log=lambda _: None))
+    assert same.config.sha256 == full.config.sha256
+    assert same.config.threshold == full.config.threshold
+    # (within float noise: a thread count other than training's sums the logits in another order)
+    assert same.config.calibration == pytest.approx(full.config.calibration, rel=1e-4)
+    # with a detail ceiling: the members kept, the operating point fitted on the holdout as analyze now sees it
+    cfg = dataclasses.replace(trained.cfg, out=str(tmp_path / "capped"), detail_size=trained.cfg.input_size // 2)
+    out = refit_detector(trained.out, cfg, trained.cache, log=lambda _: None)
+    capped = load_detector(out)
+    assert capped.config.detail_size == cfg.detail_size and capped.config.threshold != full.config.threshold
+    assert capped.config.training["refit"]["members_from"]["sha256"] == full.config.sha256
+    assert (out / "split.json").read_text() == (trained.out / "split.json").read_text()
+    for key, tensor in capped.members[MEMBER].state_dict().items():
+        assert torch.equal(tensor, full.members[MEMBER].state_dict()[key]), key
+    # a recipe whose split differs from the detector's would refit on identities its members trained on
+    other = dataclasses.replace(trained.cfg, out=str(tmp_path / "other"), split_seed=trained.cfg.seed + 1)
+    with pytest.raises(ValueError, match="identity split"):
+        refit_detector(trained.out, other, trained.cache, log=lambda _: None)
+
+
+def test_refit_command_writes_the_refitted_detector_and_info_shows_its_ceiling(cli_run, trained, dataset, tmp_path):
+    recipe = tmp_path / "capped.yaml"
+    recipe.write_text(cli_run.recipe.read_text() + f"detail_size: {trained.cfg.input_size // 2}\n")
+    out = tmp_path / "refit"
+    result = run_cli("refit", "--from", trained.out, "--config", recipe, "--data", dataset, "--out", out,
+                     "--cache", trained.cache)
+    assert result.exit_code == 0, result.output
+    assert f"into {out}: combiner" in result.stdout
+    info = run_cli("info", "--weights", out)
+    assert f"input {trained.cfg.input_size}px (detail {trained.cfg.input_size // 2}px)" in info.stdout
+    # no detector where --from points: one line, exit 2, nothing written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = run_cli("refit", "--from", empty, "--config", recipe, "--data", dataset, "--out", tmp_path / "none")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()

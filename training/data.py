@@ -208,3 +208,9 @@ def split_by_identity(items: list[MediaItem], holdout_share: float, seed: int) -
 def save_split(path: Path, train_ids: set[str], held_ids: set[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"train": sorted(train_ids), "holdout": sorted(held_ids)}, indent=1) + "\n")
+
+
+def load_split(path: str | Path) -> tuple[set[str], set[str]]:
+    """(trained identities, held-out identities) of a run's split.json (`save_split`)."""
+    split = json.loads(Path(path).read_text())
+    return set(split["train"]), set(split["holdout"])

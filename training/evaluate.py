@@ -29,7 +29,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
-from training.data import MediaItem, read_dataset
+from training.data import MediaItem, load_split, read_dataset
 from training.metrics import binary_metrics, bootstrap_auc_interval, save_plots
 
 Log = Callable[[str], None]
@@ -65,7 +65,7 @@ def select_items(data: str | Path, splits: list[str] | None, holdout_split_file:
     items = read_dataset(data)
     held: set[str] = set()
     if holdout_split_file:
-        held = set(json.loads(Path(holdout_split_file).read_text())["holdout"])
+        held = load_split(holdout_split_file)[1]
     return [i for i in items if (not splits or i.split in splits) or (i.identity in held and i.label == 0)]
 
 
@@ -73,8 +73,7 @@ def never_trained_items(items: list[MediaItem], split_file: str | Path) -> list[
     """What a training run never saw, by its split.json: the real items of its held-out identities,
     and the fakes of every family none of whose items belongs to an identity it trained on (a second
     set of unseen generators beside dev, from the training data itself)."""
-    split = json.loads(Path(split_file).read_text())
-    trained, held = set(split["train"]), set(split["holdout"])
+    trained, held = load_split(split_file)
     trained_families = {i.group for i in items if i.label == 1 and i.identity in trained}
     return [i for i in items if (i.label == 0 and i.identity in held) or (i.label == 1 and i.group not in trained_families)]
 

@@ -58,6 +58,10 @@ class TrainConfig:
     patience: Annotated[int, Ge(1)] = 3         # evaluations without improvement before stopping
     input_size: Annotated[int, Ge(32)] = 224
     crop_margin: Annotated[float, Ge(0)] = 0.3
+    detail_size: Annotated[int, Ge(8)] | None = None  # the detector's detail ceiling (DetectorConfig.detail_size):
+                                                # applied where the combiner, calibration and threshold are
+                                                # fitted on the holdout and at analysis; members learn from
+                                                # full-detail crops, so their checkpoints do not depend on it
     zoom_min_area: Annotated[float, Interval(gt=0, le=1)] = DEFAULT_ZOOM_MIN_AREA  # random zoom keeps >= this share
     drop_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     seed: int = 0
@@ -68,6 +72,10 @@ class TrainConfig:
     threads: Annotated[int, Ge(0)] = 0          # 0: torch's default
     version: str = "0.1.0"
     splits: list[str] = field(default_factory=lambda: ["train"])  # manifest splits to train on
+
+    def __post_init__(self) -> None:
+        if self.detail_size is not None and self.detail_size >= self.input_size:
+            raise ValueError(f"detail_size ({self.detail_size}) must be below input_size ({self.input_size})")
 
 
 MEAN = STD = (0.5, 0.5, 0.5)  # the normalisation of the ImageNet initialisations we have

@@ -60,9 +60,10 @@ def load_backbone(model: nn.Module, path: str | Path) -> list[str]:
 
 
 @torch.no_grad()
-def member_logits(model: nn.Module, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+def member_logits(model: nn.Module, crops: np.ndarray, batch: int = 64, detail_size: int | None = None) -> np.ndarray:
     model.eval()
-    out = [model(to_model_input(crops[i:i + batch], MEAN, STD, crops.shape[1], torch.device("cpu"))).float().squeeze(1)
+    cpu = torch.device("cpu")
+    out = [model(to_model_input(crops[i:i + batch], MEAN, STD, crops.shape[1], cpu, detail_size)).float().squeeze(1)
            for i in range(0, len(crops), batch)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
@@ -167,7 +168,7 @@ def prepare_faces(cfg: TrainConfig, cache_dir: Path, log: Log) -> tuple[list[Med
     return items, faces
 
 
-def _pools(items: list[MediaItem], faces: dict[Path, FaceSet], identities: set[str]) -> tuple[FacePool, FacePool | None]:
+def face_pools(items: list[MediaItem], faces: dict[Path, FaceSet], identities: set[str]) -> tuple[FacePool, FacePool | None]:
     """Real faces keyed by identity; real fakes keyed by (family, identity) so each family counts alike."""
     real = [(i.identity, faces[i.path]) for i in items if i.label == 0 and i.path in faces and i.identity in identities]
     fake = [((i.group, i.identity), faces[i.path]) for i in items
@@ -175,7 +176,7 @@ def _pools(items: list[MediaItem], faces: dict[Path, FaceSet], identities: set[s
     return FacePool(real), (FacePool(fake) if fake else None)
 
 
-def _validation_set(held_real: FacePool, held_fake: FacePool | None, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def validation_set(held_real: FacePool, held_fake: FacePool | None, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Held-out identities: each real crop beside its self-blended fake, plus real fakes and as many reals."""
     crops, labels = fixed_sbi_set(held_real, cfg.val_pairs, cfg.seed + 1, cfg.crop_margin, cfg.input_size)
     if held_fake is not None and cfg.val_fakes:
@@ -275,7 +276,7 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
     """Every member of the recipe with one seed: its training set, validation crops and draws."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    val = _validation_set(pools.held_real, pools.held_fake, cfg)
+    val = validation_set(pools.held_real, pools.held_fake, cfg)
     t = time.time()
     train_set, set_sharpness = None, None
     if cfg.mode == "cached":
@@ -310,17 +311,19 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
     return result
 
 
-def _assemble(members: dict[str, nn.Module], architectures: dict[str, dict], cfg: TrainConfig,
+def assemble_detector(members: dict[str, nn.Module], architectures: dict[str, dict], cfg: TrainConfig,
               val: tuple[np.ndarray, np.ndarray], version: str) -> tuple[EnsembleDetector, dict]:
     """Trained members -> a detector whose combiner, calibration and threshold are fitted on the
     held-out identities, which no member trained on; returns it with the combiner's report."""
     detector_cfg = DetectorConfig(members=list(members), architectures=architectures,
-                                  input_size=cfg.input_size, crop_margin=cfg.crop_margin, mean=MEAN, std=STD,
+                                  input_size=cfg.input_size, crop_margin=cfg.crop_margin, detail_size=cfg.detail_size,
+                                  mean=MEAN, std=STD,
                                   drop_rate=cfg.drop_rate, version=version, trained=True)
     ensemble = EnsembleDetector(detector_cfg)
     for name, member in members.items():
         ensemble.members[name].load_state_dict(member.state_dict())
-    logits = np.stack([member_logits(m, val[0]) for m in members.values()], axis=1)
+    # scored as analyze will score them: with the detector's detail ceiling
+    logits = np.stack([member_logits(m, val[0], detail_size=cfg.detail_size) for m in members.values()], axis=1)
     stack_auc, mean_auc = _stacking_cv(logits, val[1], cfg.seed)
     combiner: Literal["mean", "stacking"] = "stacking" if stack_auc > mean_auc + 0.005 else "mean"  # a tie keeps the simpler mean
     if combiner == "stacking":
@@ -361,7 +364,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     t = clock.mark("faces_s", t)
     train_ids, held_ids = split_by_identity(items, cfg.holdout_share, split_seed(cfg))
     save_split(out / "split.json", train_ids, held_ids)
-    pools = Pools(*_pools(items, faces, train_ids), *_pools(items, faces, held_ids))
+    pools = Pools(*face_pools(items, faces, train_ids), *face_pools(items, faces, held_ids))
     log(f"faces: {len(pools.train_real)} real from {len(pools.train_real.identities)} identities and "
         f"{len(pools.train_fake) if pools.train_fake else 0} fake from "
         f"{len(pools.train_fake.identities) if pools.train_fake else 0} family/identity groups for training; "
@@ -397,13 +400,13 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
             report.setdefault("training_set_sharpness", {})[replica.seed] = result.set_sharpness
         if cfg.replicas > 1:
             # the seed's own detector, so the ensemble can be measured against each of its seeds
-            single, combined = _assemble(result.members, result.architectures, replica, result.val,
+            single, combined = assemble_detector(result.members, result.architectures, replica, result.val,
                                          f"{cfg.version}+seed{replica.seed}")
             single.config.training = {"data": str(cfg.data), "faces": report["faces"], "combiner": combined}
             save_detector(single, out / "seeds" / f"seed{replica.seed}")
             report.setdefault("seeds", {})[replica.seed] = combined
     t = time.time()
-    ensemble, report["combiner"] = _assemble(members, architectures, cfg, vals[0], cfg.version)
+    ensemble, report["combiner"] = assemble_detector(members, architectures, cfg, vals[0], cfg.version)
     clock.mark("combine_calibrate_s", t)
     report["seconds"] = time.time() - clock.started
     phases = clock.phases
