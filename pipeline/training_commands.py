@@ -66,6 +66,8 @@ def refit(source: str, config_file: str, data: str | None, out: str | None, cach
 def _install(folder: Path) -> None:
     from pipeline.config import DEFAULT_WEIGHTS
 
+    if folder.resolve() == DEFAULT_WEIGHTS.resolve():  # --out weights: already there
+        return
     DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
     for name in ("detector.safetensors", "detector.json", "split.json"):  # split.json: what it never saw
         shutil.copy2(folder / name, DEFAULT_WEIGHTS / name)

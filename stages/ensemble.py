@@ -45,8 +45,8 @@ class DetectorConfig:
     crop_margin: float = DEFAULT_CROP_MARGIN  # context around the face box the members were trained with
     # A ceiling on the detail the members see: each crop is shrunk to detail_size pixels and back to
     # input_size (stages/classify.to_model_input). Faces sharper than that then look alike, so a score
-    # cannot follow a face's resolution, which differs between sources far more than between real and
-    # fake (MODEL_CARD.md). None: every pixel of the input_size crop.
+    # cannot follow a face's resolution, which differs from source to source (MODEL_CARD.md measured
+    # 112 and did not ship it). None: every pixel of the input_size crop.
     detail_size: int | None = None
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)

@@ -4,13 +4,13 @@ A setting that changes what the members see at analysis but not how they were tr
 `detail_size`) moves every score, so the operating point fitted on the training holdout no longer
 holds. This refits it on the same holdout (the recipe's identity split, checked against the
 detector's own `split.json`), as `train` fits it after the members finish, and records where the
-members came from. It needs the recipe's data and its face cache, not a GPU: about two minutes.
+members came from. It needs the recipe's data and its face cache, not a GPU: about 30 s once the faces are cached.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from stages.ensemble import CONFIG_FILE, EnsembleDetector, load_detector, save_detector
+from stages.ensemble import CONFIG_FILE, load_detector, save_detector
 from training.data import load_split, split_by_identity
 from training.recipe import Log, TrainConfig, split_seed
 from training.train import assemble_detector, face_pools, prepare_faces, validation_set
@@ -32,12 +32,12 @@ def refit_detector(source: Path, cfg: TrainConfig, cache_dir: Path, log: Log = p
     held_real, held_fake = face_pools(items, faces, held_ids)
     val = validation_set(held_real, held_fake, cfg)
     members = {name: old.members[name] for name in old.config.members}
-    ensemble: EnsembleDetector
     ensemble, combined = assemble_detector(members, dict(old.config.architectures), cfg, val, cfg.version)
+    # the members' provenance stays; the operating point is this fit's, and the refit says from what
     ensemble.config.training = {
-        **old.config.training,
+        **old.config.training, "combiner": combined,
         "refit": {"members_from": {"version": old.config.version, "sha256": old.config.sha256},
-                  "detail_size": cfg.detail_size, "combiner": combined}}
+                  "detail_size": cfg.detail_size, "combiner_before": old.config.training.get("combiner")}}
     out = Path(cfg.out)
     save_detector(ensemble, out)
     if split_path.is_file():
