@@ -33,6 +33,17 @@ class CropScores:
     members: np.ndarray    # (N, M) each member's fake probability
 
 
+def shrink_detail(x: torch.Tensor, detail_size: int | None) -> torch.Tensor:
+    """Images (N, C, S, S) shrunk to detail_size and back to S (DetectorConfig.detail_size); as they are
+    when detail_size is None or not below S."""
+    size = x.shape[-1]
+    if detail_size is None or detail_size >= size:
+        return x
+    x = torch.nn.functional.interpolate(x, size=(detail_size, detail_size), mode="bilinear", align_corners=False,
+                                        antialias=True)
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def to_model_input(crops: np.ndarray, mean, std, size: int, device: torch.device,
                    detail_size: int | None = None) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB crops to a normalised float tensor (N, 3, size, size); with `detail_size`,
@@ -40,10 +51,7 @@ def to_model_input(crops: np.ndarray, mean, std, size: int, device: torch.device
     x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    if detail_size is not None and detail_size < size:
-        x = torch.nn.functional.interpolate(x, size=(detail_size, detail_size), mode="bilinear", align_corners=False,
-                                            antialias=True)
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = shrink_detail(x, detail_size)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (x - mean_t) / std_t

@@ -414,6 +414,10 @@ def test_load_train_config_rejects_unknown_keys_and_bad_values(tmp_path):
     path.write_text("data: x\ndetail_size: 4\n")
     with pytest.raises(ValueError, match="training setting detail_size:"):
         load_train_config(path)
+    for text in ("train_detail: true", "detail_size: 112\ntrain_detail: true\nmode: full"):
+        path.write_text(f"data: x\n{text}\n")
+        with pytest.raises(ValueError, match="train_detail needs a detail_size and mode: cached"):
+            load_train_config(path)
 
 
 def test_train_command_rejects_a_bad_recipe_in_one_line(tmp_path):
@@ -699,3 +703,16 @@ def test_refit_command_writes_the_refitted_detector_and_info_shows_its_ceiling(c
     bad = run_cli("refit", "--from", empty, "--config", recipe, "--data", dataset, "--out", tmp_path / "none")
     assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "none").exists()
+
+
+def test_train_detail_trains_the_members_under_the_ceiling_and_keys_them_by_it(trained, tmp_path):
+    detail = trained.cfg.input_size // 2
+    out, log = retrain(trained, out=str(tmp_path / "run"), detail_size=detail, train_detail=True)
+    assert not any(line.startswith(f"{MEMBER}: resumed from") for line in log)  # not the full-detail members
+    capped, full = load_detector(out), load_detector(trained.out)
+    assert capped.config.detail_size == detail
+    assert not all(torch.equal(t, full.members[MEMBER].state_dict()[k]) for k, t in capped.members[MEMBER].state_dict().items())
+    # the same recipe again finds them in the cache, tensor for tensor
+    again, log = retrain(trained, out=str(tmp_path / "again"), detail_size=detail, train_detail=True)
+    assert any(line.startswith(f"{MEMBER}: resumed from") for line in log)
+    assert load_detector(again).config.sha256 == capped.config.sha256

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from stages.classify import shrink_detail
 from stages.face_quality import sharpness
 from training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
 from training.metrics import binary_metrics
@@ -119,12 +120,14 @@ class LateBlocks(nn.Module):
 
 
 @torch.no_grad()
-def early_features(member: EfficientNet, images: torch.Tensor, frozen_blocks: int, mean, std, batch: int = 64) -> torch.Tensor:
-    """Output of conv_stem, bn1 and blocks[:k] for uint8 images, stored as fp16."""
+def early_features(member: EfficientNet, images: torch.Tensor, frozen_blocks: int, mean, std, batch: int = 64,
+                   detail_size: int | None = None) -> torch.Tensor:
+    """Output of conv_stem, bn1 and blocks[:k] for uint8 images (with `detail_size`, shrunk and regrown
+    first, as analysis will show them), stored as fp16."""
     member.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = normalise(images[i:i + batch].float() / 255, mean, std)
+        x = normalise(shrink_detail(images[i:i + batch].float() / 255, detail_size), mean, std)
         x = member.blocks[:frozen_blocks](member.bn1(member.conv_stem(x)))
         out.append(x.half())
     return torch.cat(out)

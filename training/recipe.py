@@ -61,7 +61,9 @@ class TrainConfig:
     detail_size: Annotated[int, Ge(8)] | None = None  # the detector's detail ceiling (DetectorConfig.detail_size):
                                                 # applied where the combiner, calibration and threshold are
                                                 # fitted on the holdout and at analysis; members learn from
-                                                # full-detail crops, so their checkpoints do not depend on it
+                                                # full-detail crops, so their checkpoints do not depend on it,
+    train_detail: bool = False                  # unless this is set: then the members learn under the ceiling
+                                                # too (mode "cached"; EffV2's distilled start stays full-detail)
     zoom_min_area: Annotated[float, Interval(gt=0, le=1)] = DEFAULT_ZOOM_MIN_AREA  # random zoom keeps >= this share
     drop_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     seed: int = 0
@@ -76,6 +78,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.detail_size is not None and self.detail_size >= self.input_size:
             raise ValueError(f"detail_size ({self.detail_size}) must be below input_size ({self.input_size})")
+        if self.train_detail and (self.detail_size is None or self.mode != "cached"):
+            raise ValueError("train_detail needs a detail_size and mode: cached")
 
 
 MEAN = STD = (0.5, 0.5, 0.5)  # the normalisation of the ImageNet initialisations we have
@@ -84,6 +88,11 @@ MEAN = STD = (0.5, 0.5, 0.5)  # the normalisation of the ImageNet initialisation
 def split_seed(cfg: TrainConfig) -> int:
     """The identity split's seed: `split_seed` where set, else `seed`."""
     return cfg.seed if cfg.split_seed is None else cfg.split_seed
+
+
+def member_detail(cfg: TrainConfig) -> int | None:
+    """The detail ceiling the members learn under: the detector's with `train_detail`, else none."""
+    return cfg.detail_size if cfg.train_detail else None
 
 
 def replica_configs(cfg: TrainConfig) -> list[TrainConfig]:

@@ -71,9 +71,13 @@ class Checkpoints:
         # distillation settings belong to the members that distil, not to the whole run: a run that
         # only lengthens EfficientNetV2's distillation reuses the finished MobileNetV2
         distill = ("distill_steps", "distill_teacher", "distill_target")
-        # detail_size is applied after the members are trained (holdout fits, analysis): not theirs either
+        # detail_size is applied after the members are trained (holdout fits, analysis), so it is theirs
+        # only with train_detail; both stay out of the key otherwise, so finished members stay valid
         run_wide = {k: v for k, v in asdict(self.cfg).items()
-                    if k not in ("out", "version", "threads", "members", "replicas", "detail_size", *distill)}
+                    if k not in ("out", "version", "threads", "members", "replicas", "detail_size", "train_detail",
+                                 *distill)}
+        if self.cfg.train_detail:
+            run_wide["member_detail"] = self.cfg.detail_size
         if run_wide["real_match"] == "random":  # its default keys as before it existed: finished members stay valid
             del run_wide["real_match"]
         # the split as it is used: a replica of a seed ensemble is keyed as the one-seed run it equals

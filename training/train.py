@@ -43,6 +43,7 @@ from training.recipe import (
     PhaseConfig,
     TrainConfig,
     ensemble_member_name,
+    member_detail,
     replica_configs,
     split_seed,
 )
@@ -128,8 +129,10 @@ def _train_cached(member: EfficientNet, recipe: MemberRecipe, train_set, val, cf
     """Head, then late blocks, on features of the frozen early blocks computed once."""
     t0 = time.time()
     k = recipe.frozen_blocks
-    feats = early_features(member, train_set[0], k, MEAN, STD)
-    val_feats = early_features(member, torch.from_numpy(val[0]).permute(0, 3, 1, 2).contiguous(), k, MEAN, STD)
+    detail = member_detail(cfg)
+    feats = early_features(member, train_set[0], k, MEAN, STD, detail_size=detail)
+    val_feats = early_features(member, torch.from_numpy(val[0]).permute(0, 3, 1, 2).contiguous(), k, MEAN, STD,
+                               detail_size=detail)
     log(f"{name}: cached blocks[:{k}] features {tuple(feats.shape[1:])} for {len(feats)} crops in {time.time() - t0:.0f} s")
     late = LateBlocks(member, k)
     result: dict[str, Any] = {"frozen_blocks": k, "feature_seconds": time.time() - t0}
@@ -187,9 +190,9 @@ def validation_set(held_real: FacePool, held_fake: FacePool | None, cfg: TrainCo
     return crops, labels
 
 
-def _images_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def _images_logits(model: nn.Module, images: torch.Tensor, detail_size: int | None) -> torch.Tensor:
     """Logits of a whole member for uint8 (N, 3, S, S) images (a teacher's view of the training set)."""
-    return torch.from_numpy(member_logits(model, images.permute(0, 2, 3, 1).numpy()))
+    return torch.from_numpy(member_logits(model, images.permute(0, 2, 3, 1).numpy(), detail_size=detail_size))
 
 
 def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tuple[FacePool, FacePool | None],
@@ -219,7 +222,7 @@ def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tupl
             if recipe.teacher:
                 if recipe.teacher not in teachers:
                     raise ValueError(f"members.{name}.teacher: {recipe.teacher!r} must be a member trained before it")
-                soft = torch.sigmoid(_images_logits(teachers[recipe.teacher], train_set[0]))
+                soft = torch.sigmoid(_images_logits(teachers[recipe.teacher], train_set[0], member_detail(cfg)))
                 log(f"{name}: distilling from the trained {recipe.teacher} (weight {recipe.kd_weight})")
             result = _train_cached(member, one, train_set, val, cfg, log, f"{name}[{Path(init).name}]", soft)
         else:
