@@ -65,11 +65,12 @@ def refit(source: str, config_file: str, data: str | None, out: str | None, cach
 
 def _install(folder: Path) -> None:
     from pipeline.config import DEFAULT_WEIGHTS
+    from training.data import SPLIT_FILE
 
     if folder.resolve() == DEFAULT_WEIGHTS.resolve():  # --out weights: already there
         return
     DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
-    for name in ("detector.safetensors", "detector.json", "split.json"):  # split.json: what it never saw
+    for name in ("detector.safetensors", "detector.json", SPLIT_FILE):  # the split: what it never saw
         shutil.copy2(folder / name, DEFAULT_WEIGHTS / name)
     click.echo(f"installed into {DEFAULT_WEIGHTS}")
 

@@ -205,6 +205,9 @@ def split_by_identity(items: list[MediaItem], holdout_share: float, seed: int) -
     return set(identities) - held, held
 
 
+SPLIT_FILE = "split.json"  # a run's identity split, beside its detector
+
+
 def save_split(path: Path, train_ids: set[str], held_ids: set[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"train": sorted(train_ids), "holdout": sorted(held_ids)}, indent=1) + "\n")

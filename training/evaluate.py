@@ -264,8 +264,8 @@ def quality_baselines(scored: list[dict], member_names: Sequence[str] = ()) -> d
               "photos": [r for r in rows if r["kind"] == "image"],
               **{name: fakes + reals for name, (fakes, reals) in family_slices(rows).items()}}
     return {name: {"auc": {column: _auc(part, column) for column in ("score", *QUALITY_BASELINES)},
-                   "score_spearman": {name: {m: _rank_correlation(part, column, m) for m in QUALITY_BASELINES}
-                                      for name, column in columns.items()}}
+                   "score_spearman": {model: {m: _rank_correlation(part, column, m) for m in QUALITY_BASELINES}
+                                      for model, column in columns.items()}}
             for name, part in slices.items() if part}
 
 

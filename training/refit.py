@@ -11,11 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.ensemble import CONFIG_FILE, load_detector, save_detector
-from training.data import load_split, split_by_identity
+from training.data import SPLIT_FILE, load_split, split_by_identity
 from training.recipe import Log, TrainConfig, split_seed
 from training.train import assemble_detector, face_pools, prepare_faces, validation_set
-
-SPLIT_FILE = "split.json"
 
 
 def refit_detector(source: Path, cfg: TrainConfig, cache_dir: Path, log: Log = print) -> Path:
@@ -25,10 +23,10 @@ def refit_detector(source: Path, cfg: TrainConfig, cache_dir: Path, log: Log = p
     items, faces = prepare_faces(cfg, cache_dir, log)
     train_ids, held_ids = split_by_identity(items, cfg.holdout_share, split_seed(cfg))
     split_path = source / SPLIT_FILE
-    if split_path.is_file():
-        if load_split(split_path)[1] != set(held_ids):
-            raise ValueError(f"the recipe's identity split is not the one {source} was trained with ({split_path}): "
-                             "refitting on identities its members trained on would flatter it")
+    recorded = split_path.read_text() if split_path.is_file() else None
+    if recorded is not None and load_split(split_path)[1] != set(held_ids):
+        raise ValueError(f"the recipe's identity split is not the one {source} was trained with ({split_path}): "
+                         "refitting on identities its members trained on would flatter it")
     held_real, held_fake = face_pools(items, faces, held_ids)
     val = validation_set(held_real, held_fake, cfg)
     members = {name: old.members[name] for name in old.config.members}
@@ -40,8 +38,8 @@ def refit_detector(source: Path, cfg: TrainConfig, cache_dir: Path, log: Log = p
                   "detail_size": cfg.detail_size, "combiner_before": old.config.training.get("combiner")}}
     out = Path(cfg.out)
     save_detector(ensemble, out)
-    if split_path.is_file():
-        (out / SPLIT_FILE).write_text(split_path.read_text())
+    if recorded is not None:
+        (out / SPLIT_FILE).write_text(recorded)
     log(f"refitted {source / CONFIG_FILE} into {out}: combiner {ensemble.config.combiner}, calibration "
         f"{ensemble.config.calibration}, threshold {ensemble.config.threshold} (was {old.config.threshold}); "
         f"holdout AUC {combined['holdout_metrics']['roc_auc']:.3f}")

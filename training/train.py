@@ -32,7 +32,7 @@ from stages.ensemble import MEMBER_REGISTRY, DetectorConfig, EnsembleDetector, c
 from training.augment import build_train_transform
 from training.cached import LateBlocks, early_features, lr_schedule, train_late_blocks
 from training.calibrate import apply_calibration, fit_calibration
-from training.data import FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
+from training.data import SPLIT_FILE, FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
 from training.distill import distill_backbone
 from training.metrics import best_threshold, binary_metrics, sharpness_by_label
 from training.recipe import (
@@ -315,13 +315,12 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
 
 
 def assemble_detector(members: dict[str, nn.Module], architectures: dict[str, dict], cfg: TrainConfig,
-              val: tuple[np.ndarray, np.ndarray], version: str) -> tuple[EnsembleDetector, dict]:
+                      val: tuple[np.ndarray, np.ndarray], version: str) -> tuple[EnsembleDetector, dict]:
     """Trained members -> a detector whose combiner, calibration and threshold are fitted on the
     held-out identities, which no member trained on; returns it with the combiner's report."""
     detector_cfg = DetectorConfig(members=list(members), architectures=architectures,
                                   input_size=cfg.input_size, crop_margin=cfg.crop_margin, detail_size=cfg.detail_size,
-                                  mean=MEAN, std=STD,
-                                  drop_rate=cfg.drop_rate, version=version, trained=True)
+                                  mean=MEAN, std=STD, drop_rate=cfg.drop_rate, version=version, trained=True)
     ensemble = EnsembleDetector(detector_cfg)
     for name, member in members.items():
         ensemble.members[name].load_state_dict(member.state_dict())
@@ -366,7 +365,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     items, faces = prepare_faces(cfg, cache_dir, log)
     t = clock.mark("faces_s", t)
     train_ids, held_ids = split_by_identity(items, cfg.holdout_share, split_seed(cfg))
-    save_split(out / "split.json", train_ids, held_ids)
+    save_split(out / SPLIT_FILE, train_ids, held_ids)
     pools = Pools(*face_pools(items, faces, train_ids), *face_pools(items, faces, held_ids))
     log(f"faces: {len(pools.train_real)} real from {len(pools.train_real.identities)} identities and "
         f"{len(pools.train_fake) if pools.train_fake else 0} fake from "
@@ -404,7 +403,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
         if cfg.replicas > 1:
             # the seed's own detector, so the ensemble can be measured against each of its seeds
             single, combined = assemble_detector(result.members, result.architectures, replica, result.val,
-                                         f"{cfg.version}+seed{replica.seed}")
+                                                 f"{cfg.version}+seed{replica.seed}")
             single.config.training = {"data": str(cfg.data), "faces": report["faces"], "combiner": combined}
             save_detector(single, out / "seeds" / f"seed{replica.seed}")
             report.setdefault("seeds", {})[replica.seed] = combined
