@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from stages.decode import (
+from stages.media import (
     DamagedError,
     DecodeLimits,
     EmptyMediaError,
@@ -36,8 +36,8 @@ from stages.decode import (
     StillReader,
     TruncatedError,
     UnsupportedCodecError,
-    _fit_pixels,
     clean_reason,
+    fit_pixels,
 )
 from stages.media_sniff import Sniffed
 
@@ -146,7 +146,7 @@ def _to_rgb(im: PILImage.Image) -> np.ndarray:
 
 def _fit(rgb: np.ndarray, max_pixels: int) -> np.ndarray:
     h, w = rgb.shape[:2]
-    dw, dh = _fit_pixels(w, h, max_pixels)
+    dw, dh = fit_pixels(w, h, max_pixels)
     if (dw, dh) == (w, h):
         return rgb
     return cv2.resize(rgb, (dw, dh), interpolation=cv2.INTER_AREA)
@@ -209,7 +209,7 @@ def _open_still(im: PILImage.Image, path: Path, limits: DecodeLimits) -> StillRe
     orientation = _orientation(im)
     try:
         if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 size where that still covers the target
-            im.draft(None, _fit_pixels(w, h, limits.max_decode_pixels))
+            im.draft(None, fit_pixels(w, h, limits.max_decode_pixels))
         im.load()
         rgb = _to_rgb(_upright(im, orientation))
     except MediaError:
@@ -255,7 +255,7 @@ class AnimationReader(MediaReader):
         self._starts = starts
         turned = self._orientation in (5, 6, 7, 8)
         up_w, up_h = (h, w) if turned else (w, h)
-        dec_w, dec_h = _fit_pixels(up_w, up_h, limits.max_decode_pixels)
+        dec_w, dec_h = fit_pixels(up_w, up_h, limits.max_decode_pixels)
         info = MediaInfo(path=str(path), kind="video", fps=frame_count / total_s, frame_count=frame_count,
                          duration_s=total_s, width=dec_w, height=dec_h, source_width=w, source_height=h,
                          rotation=_CLOCKWISE.get(self._orientation, 0), has_audio=False)

@@ -3,7 +3,7 @@
 On 2 CPU cores ONNX Runtime runs the ensemble at 44 crops/s against eager PyTorch's 19 (same
 logits within 2e-4), and MTCNN's small nets about twice as fast. The ONNX files are exported
 from the same PyTorch modules (so from the same safetensors) the first time they are needed; the
-pipeline caches them (`pipeline/model_cache.py`). PyTorch stays for CUDA and for Grad-CAM.
+pipeline caches them (`pipeline/core/model_cache.py`). PyTorch stays for CUDA and for Grad-CAM.
 
 Tensors in and out, batch first, as the PyTorch modules they stand in for.
 """

@@ -22,7 +22,7 @@ import numpy as np
 from stages.draw import Banner, FaceSample, OverlayStyle, Timeline, draw_banner, draw_face, face_label
 from stages.video_writer import FrameEncoder, ffmpeg_exe
 
-# FrameEncoder and ffmpeg_exe live in stages.video_writer; pipeline/samples.py and pipeline/bench.py
+# FrameEncoder and ffmpeg_exe live in stages.video_writer; pipeline/core/samples.py and pipeline/bench/run.py
 # still import them from here.
 __all__ = ["FrameEncoder", "RenderStats", "TrackPath", "ffmpeg_exe", "render_annotated_video"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.samples import make_sample_photo, make_sample_video
+from pipeline.core.samples import make_sample_photo, make_sample_video
 from stages.ensemble import create_detector, save_detector
 
 

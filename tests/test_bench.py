@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench_backends import compare_reports
-from pipeline.bench_measure import BenchError
-from pipeline.bench_processes import cli_command, time_process, time_runs, two_at_once
-from pipeline.config import load_config
-from pipeline.report import AnalysisReport, InputInfo
-from pipeline.samples import make_sample_video
+from pipeline.bench.backends import compare_reports
+from pipeline.bench.measure import BenchError
+from pipeline.bench.processes import cli_command, time_process, time_runs, two_at_once
+from pipeline.core.config import load_config
+from pipeline.core.report import AnalysisReport, InputInfo
+from pipeline.core.samples import make_sample_video
 from stages.aggregate import FaceScore, TrackSummary
 
 FRAMES = 4

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.report import REPORT_SCHEMA, AnalysisReport, InputInfo, report_to_dict
+from pipeline.core.report import REPORT_SCHEMA, AnalysisReport, InputInfo, report_to_dict
 
 
 def run(*args: str) -> click.testing.Result:  # noqa: F821

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pipeline.config import AnalysisConfig, ConfigError, load_config, parse_set_option
+from pipeline.core.config import AnalysisConfig, ConfigError, load_config, parse_set_option
 
 
 def test_default_yaml_matches_dataclass_defaults():

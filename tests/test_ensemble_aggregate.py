@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import AnalysisConfig
-from pipeline.runner import Analyzer
+from pipeline.core.config import AnalysisConfig
+from pipeline.core.runner import Analyzer
 from stages.aggregate import AggregateSettings, FaceScore, aggregate, confident_strategy, pick_keyframes
 from stages.classify import CropClassifier, to_model_input
 from stages.detect import DetectSettings

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.samples import render_sample_frame
+from pipeline.core.samples import render_sample_frame
 from stages.classify import to_model_input
 from stages.detect import FaceDetector, crop_face
 from stages.draw import overlay_heatmap

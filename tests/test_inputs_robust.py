@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.report import REPORT_SCHEMA
-from pipeline.samples import make_sample_photo, render_sample_frame
+from pipeline.core.report import REPORT_SCHEMA
+from pipeline.core.samples import make_sample_photo, render_sample_frame
 from stages.decode import (
     AUDIO_ONLY,
     DecodeLimits,
@@ -295,8 +295,8 @@ def test_analyze_folder_of_odd_files(weights_dir, clips, media, tmp_path, capfd)
 
 def test_outputs_do_not_mark_damaged_frames_as_analysed(weights_dir, media, tmp_path):
     """The annotated video's timeline marks analysed frames: frames left out as damaged are not."""
-    from pipeline.config import load_config
-    from pipeline.runner import Analyzer
+    from pipeline.core.config import load_config
+    from pipeline.core.runner import Analyzer
 
     class Recorder:  # an output writer that keeps what it is given
         timing_key = "record_s"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import AnalysisConfig, ConfigError, load_config
-from pipeline.model_cache import cache_dir, detector_onnx
-from pipeline.runner import Analyzer, resolve_backend
-from pipeline.threads import thread_policy
+from pipeline.core.config import AnalysisConfig, ConfigError, load_config
+from pipeline.core.model_cache import cache_dir, detector_onnx
+from pipeline.core.runner import Analyzer, resolve_backend
+from pipeline.core.threads import thread_policy
 from stages.classify import CropClassifier, OnnxCropClassifier
 from stages.detect import FaceDetector
 from stages.ensemble import create_detector, load_detector, load_verified_config
@@ -44,7 +44,7 @@ def test_stacking_and_calibration_are_in_the_exported_graph(tmp_path):
 
 
 def test_mtcnn_in_onnx_runtime_finds_the_same_faces(clips):
-    from pipeline.model_cache import mtcnn_onnx
+    from pipeline.core.model_cache import mtcnn_onnx
     from stages.decode import Sampling, open_media
 
     reader = open_media(clips["two"])
@@ -91,7 +91,7 @@ def test_onnx_path_does_not_import_timm(weights_dir, clips):
     """A --no-render analysis on CPU runs from the ONNX files: timm (and its second of start-up)
     is only imported when Grad-CAM needs the PyTorch detector."""
     _analyzer(weights_dir, "onnx")  # the cache exists before the child starts
-    script = ("import sys; from pipeline.config import AnalysisConfig; from pipeline.runner import Analyzer; "
+    script = ("import sys; from pipeline.core.config import AnalysisConfig; from pipeline.core.runner import Analyzer; "
               f"a = Analyzer(AnalysisConfig(weights={str(weights_dir)!r}, device='cpu')); "
               f"r = a.analyze({str(clips['one'])!r}); assert not r.errors, r.errors; "
               "print('timm' in sys.modules, a.backend)")
@@ -112,7 +112,7 @@ def test_backend_and_thread_settings_are_checked():
 
 
 def test_thread_policy_shares_the_cores(monkeypatch):
-    monkeypatch.setattr("pipeline.threads.available_cores", lambda: 8)
+    monkeypatch.setattr("pipeline.core.threads.available_cores", lambda: 8)
     assert thread_policy().compute == 8
     assert thread_policy(concurrent=2).compute == 4
     assert thread_policy(concurrent=16).compute == 1   # never zero

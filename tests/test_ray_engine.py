@@ -22,12 +22,12 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray>=2.9'): --engine ray cannot run")
 
-from pipeline.batch_journal import JOURNAL_NAME, BatchJournal, content_sha256  # noqa: E402
-from pipeline.cli_common import CommandError  # noqa: E402
-from pipeline.inputs import read_path_list  # noqa: E402
-from pipeline.ray_engine import worker_shape  # noqa: E402
-from pipeline.ray_worker import CRASH_ON_ENV, HANG_ON_ENV  # noqa: E402
-from pipeline.writers import output_stem  # noqa: E402
+from pipeline.archive.journal import JOURNAL_NAME, BatchJournal, content_sha256  # noqa: E402
+from pipeline.archive.ray_engine import worker_shape  # noqa: E402
+from pipeline.archive.ray_worker import CRASH_ON_ENV, HANG_ON_ENV  # noqa: E402
+from pipeline.cli.common import CommandError  # noqa: E402
+from pipeline.core.inputs import read_path_list  # noqa: E402
+from pipeline.core.writers import output_stem  # noqa: E402
 
 TIMEOUT_S = 240
 WORKER_TITLE = "ray::AnalysisWorker.analyze"   # a Ray worker's process title while it analyses a file

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import AnalysisConfig, RenderSettings
-from pipeline.outputs import AnnotatedMediaWriter, KeyframeImageWriter, build_output_writers
-from pipeline.runner import Analyzer
-from pipeline.samples import make_sample_photo, make_sample_video
+from pipeline.core.config import AnalysisConfig, RenderSettings
+from pipeline.core.outputs import AnnotatedMediaWriter, KeyframeImageWriter, build_output_writers
+from pipeline.core.runner import Analyzer
+from pipeline.core.samples import make_sample_photo, make_sample_video
 from stages.decode import Sampling, open_media
 from stages.draw import FaceSample, OverlayStyle, blend_heatmap, verdict_banner
 from stages.ensemble import create_detector, save_detector
@@ -237,7 +237,7 @@ def test_render_scale_and_no_audio(media, tmp_path):
 
 
 def test_strip_shows_a_seed_ensemble_as_one_tile_per_network():
-    from pipeline.outputs import tiles_by_architecture
+    from pipeline.core.outputs import tiles_by_architecture
 
     maps = np.zeros((4, 8, 8), np.float32)
     maps[0, :4] = 1.0      # mobilenet seed 0: top half

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.decode import DecodeLimits, _video_rotations, open_media
+from stages.decode import DecodeLimits, open_media
+from stages.video_probe import video_rotations
 
 STORED_W, STORED_H = 192, 112
 
@@ -126,19 +127,19 @@ def test_rotation_parsing_from_ffmpeg_header():
            "      Side data:\n        Display Matrix: rotation of -90.00 degrees\n"
            "  Stream #0:1[0x2](und): Audio: aac, 44100 Hz, stereo (default)\n")
     old = new.replace("Display Matrix: rotation of -90.00", "displaymatrix: rotation of 90.00")
-    assert _video_rotations(new) == (90, 90)
-    assert _video_rotations(old) == (270, 270)
-    assert _video_rotations(new.replace("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")) == (90, 0)
-    assert _video_rotations(new.replace("-90.00", "-180.00")) == (180, 180)
-    assert _video_rotations(new.replace("-90.00", "-45.00")) == (0, 0)
+    assert video_rotations(new) == (90, 90)
+    assert video_rotations(old) == (270, 270)
+    assert video_rotations(new.replace("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")) == (90, 0)
+    assert video_rotations(new.replace("-90.00", "-180.00")) == (180, 180)
+    assert video_rotations(new.replace("-90.00", "-45.00")) == (0, 0)
     tagged = new.replace("      Side data:\n        Display Matrix: rotation of -90.00 degrees\n",
                          "      Metadata:\n        ROTATE          : 90\n")
-    assert _video_rotations(tagged) == (0, 90)
-    assert _video_rotations("") == (0, 0)
+    assert video_rotations(tagged) == (0, 90)
+    assert video_rotations("") == (0, 0)
 
 
 def test_face_is_found_in_rotated_phone_clip(tmp_path):
-    from pipeline.samples import render_sample_frame
+    from pipeline.core.samples import render_sample_frame
     from stages.detect import FaceDetector
 
     w, h, n = 270, 480, 10  # a portrait phone clip whose sensor stored it landscape, 90 degrees off

@@ -25,13 +25,13 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from processes import any_alive_after
 
+from pipeline.bench.serve import free_loopback_port
 from pipeline.cli import main
-from pipeline.config import DEFAULT_WEIGHTS, load_config
-from pipeline.report import REPORT_SCHEMA
-from pipeline.serve_bench import free_loopback_port
-from pipeline.server_app import create_app, hash_key
-from pipeline.server_jobs import ServeSettings
-from pipeline.server_journal import JOURNAL_NAME, JobJournal
+from pipeline.core.config import DEFAULT_WEIGHTS, load_config
+from pipeline.core.report import REPORT_SCHEMA
+from pipeline.server.app import create_app, hash_key
+from pipeline.server.jobs import ServeSettings
+from pipeline.server.journal import JOURNAL_NAME, JobJournal
 from stages.decode import MediaError, open_media
 
 pytestmark = pytest.mark.slow
@@ -170,7 +170,7 @@ def test_a_timeout_fails_that_job_and_the_worker_goes_on(client, clips):
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
     """Long enough (100 frames, every one analysed) to be still running when a test acts on it."""
-    from pipeline.samples import make_sample_video
+    from pipeline.core.samples import make_sample_video
 
     return make_sample_video(tmp_path_factory.mktemp("long") / "long.mp4", seconds=4.0, size=(480, 270), faces=2)
 
@@ -260,7 +260,7 @@ def test_info_health_and_the_web_page(client, weights_dir):
     assert client.get("/v1/model-card").status_code == 404   # the test detector has none
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for asset in sorted(p.name for p in (REPO / "pipeline" / "web").iterdir() if p.name != "index.html"):
+    for asset in sorted(p.name for p in (REPO / "pipeline" / "server" / "web").iterdir() if p.name != "index.html"):
         assert client.get(f"/static/{asset}").status_code == 200
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
@@ -373,7 +373,7 @@ def test_render_default_comes_from_the_settings_unless_the_flag_says(tmp_path, m
         seen.append(settings.render)
         raise Stop  # nothing loads: only the settings the command built are checked
 
-    monkeypatch.setattr("pipeline.server_jobs.JobRunner", fake_runner)
+    monkeypatch.setattr("pipeline.server.jobs.JobRunner", fake_runner)
     for args, expected in (([], True), (["--set", "render.enabled=off"], False),
                            (["--set", "render.enabled=off", "--render"], True), (["--no-render"], False)):
         result = CliRunner().invoke(main, ["serve", "--data", str(tmp_path / "d"), *args])

@@ -25,8 +25,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.samples import make_sample_video
-from pipeline.serve_bench import free_loopback_port
+from pipeline.bench.serve import free_loopback_port
+from pipeline.core.samples import make_sample_video
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p),
                 None)

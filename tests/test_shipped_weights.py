@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.config import DEFAULT_WEIGHTS
+from pipeline.core.config import DEFAULT_WEIGHTS
 from stages.classify import CropClassifier
 from stages.ensemble import CONFIG_FILE, WEIGHTS_FILE, load_detector
 from training.sbi_batches import sbi_pair_crops

@@ -1,7 +1,7 @@
 """A few-epoch training run on CPU on a tiny synthetic folder dataset, end to end.
 
 train() -> detector.safetensors/json through the real save/load path -> `analyze` and `evaluate`
-use it. The faces are skimage's astronaut (pipeline.samples) at different places, sizes and
+use it. The faces are skimage's astronaut (pipeline.core.samples) at different places, sizes and
 tints; folder data makes every file its own identity, so the identity split has enough to split.
 The run is tiny (64 px input, 12 pseudo-fake pairs, 4 epochs): it checks mechanics and that the
 training loss falls, never accuracy. Metrics against hand-computed values are in test_metrics.py.
@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.samples import make_sample_video, render_sample_frame
+from pipeline.core.samples import make_sample_video, render_sample_frame
 from stages.classify import CropClassifier
 from stages.detect import DetectSettings
 from stages.ensemble import load_detector
@@ -41,7 +41,7 @@ FRAMES = 4  # frames sampled per video, in training and evaluation alike (same f
 
 def _face_box(width: int, height: int, t: float) -> np.ndarray:
     """Where render_sample_frame(width, height, t, 1.0, 1) puts the astronaut's face (x1, y1, x2, y2):
-    the face is at x 66-153, y 52-162 of the 220x240 head sprite (see pipeline.samples._HEAD)."""
+    the face is at x 66-153, y 52-162 of the 220x240 head sprite (see pipeline.core.samples._HEAD)."""
     head_h = 0.55 * height * (1 + 0.2 * np.sin(2 * np.pi * t))
     scale = head_h / 240
     cx, cy = width * (0.3 + 0.4 * t), height * (0.5 + 0.05 * np.sin(4 * np.pi * t))
@@ -506,8 +506,8 @@ def test_manifest_region_column_is_read_and_checked(tmp_path):
 
 
 def test_analyzer_region_analyses_only_that_half(weights_dir, clips, tmp_path):
-    from pipeline.config import load_config
-    from pipeline.runner import Analyzer
+    from pipeline.core.config import load_config
+    from pipeline.core.runner import Analyzer
 
     photo = cv2.resize(cv2.imread(str(clips["photo"])), (300, 225))  # side by side still under MTCNN's 640 px
     side_by_side = tmp_path / "side.png"

@@ -36,7 +36,7 @@ Log = Callable[[str], None]
 
 
 class ReportLike(Protocol):
-    """What evaluate reads of a `pipeline.report.AnalysisReport` (read-only)."""
+    """What evaluate reads of a `pipeline.core.report.AnalysisReport` (read-only)."""
 
     @property
     def verdict(self) -> str: ...
@@ -49,7 +49,7 @@ class ReportLike(Protocol):
 
 
 class ScoresFiles(Protocol):
-    """What evaluate needs of `pipeline.runner.Analyzer`: one report per file."""
+    """What evaluate needs of `pipeline.core.runner.Analyzer`: one report per file."""
 
     @property
     def aggregate_settings(self) -> AggregateSettings: ...

@@ -110,7 +110,7 @@ def ensemble_member_name(name: str, replica: TrainConfig, replicas: int) -> str:
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     """configs/train.yaml -> TrainConfig, every value checked (type, range, choices) by the same
     loader as the analysis settings; `overrides` are top-level keys (e.g. out, data)."""
-    from pipeline.config import load_settings, read_yaml
+    from stages.settings import load_settings, read_yaml
 
     data = read_yaml(Path(path))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -1,0 +1,1 @@
+"""Archive engines: many files at once, resumable (`analyze --engine ray`)."""

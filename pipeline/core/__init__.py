@@ -1,0 +1,1 @@
+"""The shared core of every job: one analysis (runner, outputs), its settings, report, writers and journal."""

@@ -1,0 +1,103 @@
+"""Configuration: one dataclass composed of each stage's own settings, loaded from YAML.
+
+Stages never read this module or any file: the pipeline builds their settings here and passes
+them in. Precedence, lowest first: dataclass defaults, `configs/default.yaml`, `--config FILE`,
+command-line options (dotted keys such as `sampling.value=64` for `--set`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Interval
+
+from stages.aggregate import AggregateSettings
+from stages.decode import DecodeLimits, Sampling
+from stages.detect import DetectSettings
+from stages.settings import ConfigError, load_settings, parse_yaml, read_yaml
+from stages.track import TrackSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+DEFAULT_WEIGHTS = PROJECT_ROOT / "weights"
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    enabled: Literal["auto", "on", "off"] = "auto"  # auto: render when one input is analysed
+    scale: Annotated[float, Interval(gt=0, le=4)] = 1.0  # output size relative to the input
+    keyframe_images: bool = True
+    explain_all_frames: bool = False
+    heatmap_alpha: Annotated[float, Interval(ge=0, le=1)] = 0.45
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    sampling: Sampling = Sampling()
+    limits: DecodeLimits = DecodeLimits()
+    detect: DetectSettings = DetectSettings()
+    track: TrackSettings = TrackSettings()
+    aggregate: AggregateSettings = AggregateSettings()
+    render: RenderSettings = RenderSettings()
+    device: str = "auto"
+    # auto: ONNX Runtime on CPU (same scores, about twice as fast), PyTorch on a GPU
+    backend: Literal["auto", "onnx", "torch"] = "auto"
+    threads: Annotated[int, Ge(1)] | None = None  # CPU threads per analysis; None: pipeline/core/threads.py decides
+    batch_size: Annotated[int, Ge(1)] | None = None  # face crops per forward pass; None: the backend's best
+    chunk_size: Annotated[int, Ge(1)] = 16   # frames decoded per chunk (memory is bounded by this)
+    weights: str = str(DEFAULT_WEIGHTS)
+
+
+# What may differ between two inputs analysed by one loaded model (`Analyzer.settings_for_input`);
+# the rest (device, backend, threads, detector, batch size, face detection) is fixed when it loads.
+PER_INPUT_SETTINGS = ("sampling", "limits", "track", "aggregate", "render", "chunk_size")
+
+
+def check_per_input(base: AnalysisConfig, config: AnalysisConfig) -> None:
+    """Raise ValueError when `config` differs from `base` in a setting fixed at model load."""
+    fixed = [f.name for f in dataclasses.fields(AnalysisConfig)
+             if f.name not in PER_INPUT_SETTINGS and getattr(config, f.name) != getattr(base, f.name)]
+    if fixed:
+        raise ValueError(f"settings {', '.join(fixed)} are fixed when the model loads; only "
+                         f"{', '.join(PER_INPUT_SETTINGS)} may differ per input")
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _dotted(overrides: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for dotted_key, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted_key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> AnalysisConfig:
+    """Defaults < configs/default.yaml < `path` < `overrides` (dotted keys, None values skipped)."""
+    data: dict = read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
+    if path is not None:
+        data = _merge(data, read_yaml(Path(path)))
+    if overrides:
+        data = _merge(data, _dotted({k: v for k, v in overrides.items() if v is not None}))
+    return load_settings(AnalysisConfig, data)
+
+
+def parse_set_option(items: tuple[str, ...]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are parsed as YAML scalars (numbers, booleans, strings)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = parse_yaml(raw)
+    return out

@@ -1,0 +1,87 @@
+"""Where the ONNX Runtime copies of the networks are kept, and how they are checked.
+
+They are exported from the shipped safetensors on first use (a few seconds, once) into a cache
+folder: `$DEEPFAKE_DETECT_CACHE`, else `$XDG_CACHE_HOME/deepfake-detect`, else
+`~/.cache/deepfake-detect`. Each file's name carries what it was built from (the detector's
+config and weights digest, or facenet-pytorch's version, and the export version); a sidecar
+`.sha256` holds its checksum, verified on every load, so a damaged or half-written file is
+rebuilt rather than run. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+from pipeline.core.writers import atomic_write_bytes, atomic_write_text
+from stages.ensemble import DetectorConfig, file_sha256
+from stages.onnx_models import EXPORT_VERSION, MTCNN_NETS
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    if os.environ.get("DEEPFAKE_DETECT_CACHE"):
+        return Path(os.environ["DEEPFAKE_DETECT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deepfake-detect"
+
+
+def detector_key(config: DetectorConfig, weights_digest: str) -> str:
+    """What the exported ensemble depends on: every config field that shapes the graph (not the
+    training provenance) and the weights."""
+    shape = {k: v for k, v in asdict(config).items() if k not in ("training", "sha256")}
+    text = json.dumps(shape, sort_keys=True, default=str) + weights_digest
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _verified(path: Path) -> bool:
+    sidecar = Path(str(path) + ".sha256")
+    try:
+        return path.is_file() and sidecar.read_text().strip() == file_sha256(path)
+    except OSError:
+        return False
+
+
+def cached_onnx(name: str, build: Callable[[], bytes], folder: Path | None = None) -> Path:
+    """The cached file `name`, built with `build()` when missing or failing its checksum. The file
+    goes first, its checksum after: a crash between the two leaves a file that is rebuilt."""
+    path = (folder or cache_dir()) / name
+    if not _verified(path):
+        log.info("exporting %s for ONNX Runtime (once)", name)
+        data = build()
+        atomic_write_bytes(path, data)
+        atomic_write_text(Path(str(path) + ".sha256"), hashlib.sha256(data).hexdigest() + "\n")
+    return path
+
+
+def detector_onnx(config: DetectorConfig, weights_digest: str, load_model: Callable[[], object]) -> Path:
+    """The ensemble as ONNX; `load_model()` gives the PyTorch detector only when it must be exported."""
+    from stages.onnx_models import export_detector
+
+    def build() -> bytes:
+        return export_detector(load_model(), config.input_size)  # type: ignore[arg-type]
+
+    return cached_onnx(f"detector-{detector_key(config, weights_digest)}-v{EXPORT_VERSION}.onnx", build)
+
+
+def mtcnn_onnx() -> dict[str, Path]:
+    """MTCNN's three nets as ONNX, exported from facenet-pytorch's bundled weights."""
+    from stages.onnx_models import export_mtcnn_net
+
+    tag = f"facenet{version('facenet-pytorch')}-v{EXPORT_VERSION}"
+    paths = {}
+    for name in MTCNN_NETS:
+        def build(name: str = name) -> bytes:
+            from facenet_pytorch.models import mtcnn
+
+            net = {"pnet": mtcnn.PNet, "rnet": mtcnn.RNet, "onet": mtcnn.ONet}[name]()
+            return export_mtcnn_net(name, net.eval())
+
+        paths[name] = cached_onnx(f"mtcnn-{name}-{tag}.onnx", build)
+    return paths

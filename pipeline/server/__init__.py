@@ -1,0 +1,1 @@
+"""`deepfake-detect serve`: the REST API, its jobs, uploads and web page."""

@@ -1,0 +1,1 @@
+"""`deepfake-detect watch`: the watch-folder daemon (discovery, workers, status)."""
