@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv/ in the project root and install the project (editable) with its test extras.
+# Create .venv/ in the project root and install the project (editable) with its test and training extras.
 # Idempotent: a second run only installs what changed. Needs Python 3.10+ (3.11 recommended).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch/torchvision pinned in pyproject.toml: pip takes the local wheels where a machine has them
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e '.[test,train]'

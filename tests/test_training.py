@@ -28,6 +28,7 @@ from stages.detect import DetectSettings
 from stages.ensemble import load_detector
 from training.cached import build_sbi_set
 from training.data import FaceSet, extract_all, read_dataset, split_by_identity
+from training.evaluate import fake_original_pairs, shown_path
 from training.metrics import binary_metrics
 from training.recipe import MemberRecipe, PhaseConfig, TrainConfig, load_train_config
 from training.refit import refit_detector
@@ -716,3 +717,46 @@ def test_train_detail_trains_the_members_under_the_ceiling_and_keys_them_by_it(t
     again, log = retrain(trained, out=str(tmp_path / "again"), detail_size=detail, train_detail=True)
     assert any(line.startswith(f"{MEMBER}: resumed from") for line in log)
     assert load_detector(again).config.sha256 == capped.config.sha256
+
+
+def test_built_manifest_reads_original_and_pairs_each_fake_with_it(tmp_path):
+    # the layout of the built data folder (../shared/data-more/build.py): sha256 and original columns
+    header = "path\tsplit\tlabel\tkind\tmanipulation\tidentity\tregion\tsha256\toriginal\n"
+    rows = ["gt.mp4\tdev\treal\tvideo\tnone\tspeaker\t\taa\t", "ff_src.mp4\tdev\treal\tvideo\tnone\tp9\t\tbb\t",
+            "m1.mp4\tdev\tfake\tvideo\tDINet\tspeaker\t\tcc\tgt.mp4", "m2.mp4\tdev\tfake\tvideo\tTalkLip\tspeaker\t\tdd\tgt.mp4",
+            "ff.mp4\tdev\tfake\tvideo\tDeepfakes\tp9\t\tee\t", "lost.mp4\tdev\tfake\tvideo\tX\tp9\t\tff\tnot_here.mp4"]
+    (tmp_path / "MANIFEST.tsv").write_text(header + "\n".join(rows) + "\n")
+    items = read_dataset(tmp_path)
+    assert [i.original.name if i.original else "" for i in items] == ["", "", "gt.mp4", "gt.mp4", "", "not_here.mp4"]
+    scores = {"gt.mp4": 0.2, "ff_src.mp4": 0.5, "m1.mp4": 0.6, "m2.mp4": 0.1, "ff.mp4": 0.7, "lost.mp4": 0.9}
+    scored = [{"path": shown_path(i.path, tmp_path), "label": i.label, "identity": i.identity,
+               "original": shown_path(i.original, tmp_path) if i.original else "", "score": scores[i.path.name]}
+              for i in items]
+    pairs = fake_original_pairs(scored, "score")
+    # m1 and m2 against their named original, ff against its identity's real; lost's original was not evaluated
+    assert [(p["fake"], p["original"]) for p in pairs["detail"]] == [
+        ("m1.mp4", "gt.mp4"), ("m2.mp4", "gt.mp4"), ("ff.mp4", "ff_src.mp4")]
+    assert pairs["fake_scores_higher"] == 2
+
+
+def test_68_point_masks_and_fresh_sets_each_epoch(trained, tmp_path):
+    pytest.importorskip("dlib", reason="68-point landmarks need the training extras: pip install -e '.[train]'")
+    cache = tmp_path / "cache"
+    shutil.copytree(trained.cache, cache, ignore=shutil.ignore_patterns("members", "sbi-*"))
+    changed = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), sbi_landmarks=68, sbi_sets=2)
+    threads = torch.get_num_threads()
+    try:
+        log: list[str] = []
+        out = train(changed, cache_dir=cache, log=log.append)
+        again: list[str] = []
+        train(changed, cache_dir=cache, log=again.append)
+    finally:
+        torch.set_num_threads(threads)
+    # the landmarks are computed once per face and kept in its cache entry (the recipe trains on reals only)
+    entries = [np.load(f) for f in sorted(cache.glob("*.npz"))]
+    assert entries and all(e["landmarks68"].shape == (len(e["contexts"]), 68, 2) for e in entries)
+    assert any("training set 1 of 2" in line for line in log)
+    assert any("for 2 x " in line for line in log)       # both sets' features, one set per epoch
+    assert len(list(cache.glob("sbi-*.safetensors"))) == 2
+    assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256
+    assert any("resumed from" in line for line in again)  # keyed by the new settings, reused when they repeat

@@ -12,7 +12,7 @@ import copy
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -139,11 +139,14 @@ def _scores(late: LateBlocks, feats: torch.Tensor, batch: int = 128) -> np.ndarr
     return torch.cat([late(feats[i:i + batch]) for i in range(0, len(feats), batch)]).sigmoid().numpy()
 
 
-def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, np.ndarray],
-                      epochs: int, lr: float, schedule: Schedule, head_only: bool, seed: int, log: Log, name: str,
-                      batch: int = 32, patience: int = 3, freeze_bn: bool = False,
-                      soft_targets: torch.Tensor | None = None, soft_weight: float = 0.0) -> dict:
+def train_late_blocks(late: LateBlocks, train: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                      val: tuple[torch.Tensor, np.ndarray], epochs: int, lr: float, schedule: Schedule, head_only: bool,
+                      seed: int, log: Log, name: str, batch: int = 32, patience: int = 3, freeze_bn: bool = False,
+                      soft_targets: Sequence[torch.Tensor] | None = None, soft_weight: float = 0.0) -> dict:
     """Epochs over cached features with early stopping on validation AUC; best weights restored.
+
+    `train` holds one or more sets of (features, labels) of equal size; epoch e trains on set
+    (e - 1) mod len(train), so several sets give fresh pseudo-fakes epoch after epoch.
 
     `freeze_bn` keeps BatchNorm statistics fixed (affine weights still learn): needed for
     pretrained members, whose statistics a 32-image batch of faces would overwrite, and essential
@@ -156,8 +159,7 @@ def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor]
         p.requires_grad = True
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4 if head_only else 1e-2)
     loss_fn = nn.BCEWithLogitsLoss()
-    feats, labels = train
-    scheduler = lr_schedule(opt, schedule, epochs * math.ceil(len(feats) / batch))  # one step per batch
+    scheduler = lr_schedule(opt, schedule, epochs * math.ceil(len(train[0][0]) / batch))  # one step per batch
     gen = torch.Generator().manual_seed(seed)
     auc = binary_metrics(val[1], _scores(late, val[0]), 0.5)["roc_auc"]
     best = {"auc": auc, "epoch": 0, "state": copy.deepcopy(late.state_dict())}
@@ -169,14 +171,17 @@ def train_late_blocks(late: LateBlocks, train: tuple[torch.Tensor, torch.Tensor]
             for m in late.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+        which = (epoch - 1) % len(train)
+        feats, labels = train[which]
+        soft = soft_targets[which] if soft_targets is not None and soft_weight else None
         order = torch.randperm(len(feats), generator=gen)
         losses = []
         for i in range(0, len(order), batch):
             idx = order[i:i + batch]
             out = late(feats[idx])
             loss = loss_fn(out, labels[idx])
-            if soft_targets is not None and soft_weight:
-                loss = (1 - soft_weight) * loss + soft_weight * loss_fn(out, soft_targets[idx])
+            if soft is not None:
+                loss = (1 - soft_weight) * loss + soft_weight * loss_fn(out, soft[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

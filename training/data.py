@@ -36,6 +36,7 @@ class MediaItem:
     kind: str             # "video" | "image" | "frames" (a folder of numbered frames)
     group: str            # generator family ("none" for real), for per-family tables and balanced sampling
     region: str = ""      # "" whole frame | left_half | right_half: the labelled half of a side-by-side file
+    original: Path | None = None  # a fake's own real source, where the manifest names it (`original` column)
 
 
 def _identity(row: dict) -> str:
@@ -58,9 +59,11 @@ def read_manifest(tsv: str | Path) -> list[MediaItem]:
             region = (row.get("region") or "").strip()
             if region not in REGIONS:
                 raise ValueError(f"{tsv}: {row['path']}: unknown region {region!r} (known: left_half, right_half)")
+            original = (row.get("original") or "").strip()
             items.append(MediaItem(path=path, label=int(row["label"].strip().lower() == "fake"),
                                    identity=_identity(row), split=row.get("split", ""), kind=kind,
-                                   group=row.get("manipulation") or row.get("label", ""), region=region))
+                                   group=row.get("manipulation") or row.get("label", ""), region=region,
+                                   original=tsv.parent / original if original else None))
     return items
 
 
@@ -96,6 +99,7 @@ class FaceSet:
     boxes: np.ndarray       # (K, 4) face box in context-crop pixels
     landmarks: np.ndarray   # (K, 5, 2) in context-crop pixels
     frame_indices: np.ndarray  # (K,)
+    landmarks68: np.ndarray | None = None  # (K, 68, 2) in context-crop pixels, where asked for (self-blend masks)
 
     def __len__(self) -> int:
         return len(self.contexts)
@@ -145,14 +149,40 @@ def _cache_key(item: MediaItem, frames_per_video: int, detect_long_side: int) ->
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
+def _save_faces(cache: Path, face_set: FaceSet) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.npz")  # written whole, then renamed: a crash leaves no half entry
+    arrays: dict[str, np.ndarray] = {"contexts": face_set.contexts, "boxes": face_set.boxes, "landmarks": face_set.landmarks,
+                                     "frame_indices": face_set.frame_indices}
+    if face_set.landmarks68 is not None:
+        arrays["landmarks68"] = face_set.landmarks68
+    np.savez(partial, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds by its allow_pickle
+    partial.replace(cache)
+
+
+def _with_landmarks68(face_set: FaceSet, cache: Path) -> FaceSet:
+    """The face set with its 68-point landmarks, computed once from the cached context crops and
+    stored in the same cache entry (no decoding or face detection again)."""
+    if face_set.landmarks68 is None:
+        from training.landmarks68 import landmarks68
+
+        face_set.landmarks68 = (landmarks68(face_set.contexts, face_set.boxes) if len(face_set)
+                                else np.zeros((0, 68, 2), np.float32))
+        _save_faces(cache, face_set)
+    return face_set
+
+
 def extract_faces(item: MediaItem, detector: FaceDetector, cache_dir: Path, frames_per_video: int = 16,
-                  limits: DecodeLimits = DecodeLimits()) -> FaceSet:
-    """The largest confident face of each sampled frame, cached on disk by file identity."""
+                  limits: DecodeLimits = DecodeLimits(), with_landmarks68: bool = False) -> FaceSet:
+    """The largest confident face of each sampled frame, cached on disk by file identity; with
+    `with_landmarks68`, also dlib's 68 points of each face (training/landmarks68.py)."""
     cache = Path(cache_dir) / f"{_cache_key(item, frames_per_video, detector.settings.detect_long_side)}.npz"
     if cache.is_file():
         try:
             with np.load(cache) as data:
-                return FaceSet(data["contexts"], data["boxes"], data["landmarks"], data["frame_indices"])
+                marks68 = data["landmarks68"] if with_landmarks68 and "landmarks68" in data.files else None
+                cached = FaceSet(data["contexts"], data["boxes"], data["landmarks"], data["frame_indices"], marks68)
+            return _with_landmarks68(cached, cache) if with_landmarks68 else cached
         except (OSError, ValueError, KeyError, EOFError):  # a damaged entry is rebuilt, not fatal
             cache.unlink(missing_ok=True)
     indices, frames = _read_frames(item, frames_per_video, limits)
@@ -172,16 +202,12 @@ def extract_faces(item: MediaItem, detector: FaceDetector, cache_dir: Path, fram
     face_set = FaceSet(np.stack(contexts) if contexts else np.zeros((0, size, size, 3), np.uint8),
                        np.array(boxes, np.float32).reshape(-1, 4), np.array(marks, np.float32).reshape(-1, 5, 2),
                        np.array(kept, np.int64))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial.npz")  # written whole, then renamed: a crash leaves no half entry
-    np.savez(partial, contexts=face_set.contexts, boxes=face_set.boxes, landmarks=face_set.landmarks,
-             frame_indices=face_set.frame_indices)
-    partial.replace(cache)
-    return face_set
+    _save_faces(cache, face_set)
+    return _with_landmarks68(face_set, cache) if with_landmarks68 else face_set
 
 
 def extract_all(items: Iterable[MediaItem], detector: FaceDetector, cache_dir: Path, frames_per_video: int = 16,
-                progress: bool = True) -> dict[Path, FaceSet]:
+                progress: bool = True, with_landmarks68: bool = False) -> dict[Path, FaceSet]:
     """Faces of every item; unreadable items are reported and skipped."""
     from tqdm import tqdm
 
@@ -189,7 +215,8 @@ def extract_all(items: Iterable[MediaItem], detector: FaceDetector, cache_dir: P
     items = list(items)
     for item in tqdm(items, desc="faces", unit="file", disable=not progress):
         try:
-            out[item.path] = extract_faces(item, detector, cache_dir, frames_per_video)
+            out[item.path] = extract_faces(item, detector, cache_dir, frames_per_video,
+                                           with_landmarks68=with_landmarks68 and item.label == 0)
         except (MediaError, OSError) as exc:
             tqdm.write(f"skipped {item.path}: {exc}")
     return out

@@ -144,6 +144,7 @@ def score_items(analyzer: ScoresFiles, items: list[MediaItem], log: Log = print,
     for n, item in enumerate(items, 1):
         report = analyzer.analyze(item.path, region=item.region)
         row: dict = {"path": shown_path(item.path, root), "label": item.label, "group": item.group, "identity": item.identity,
+                     "original": shown_path(item.original, root) if item.original else "",
                      "kind": "image" if item.kind == "image" else "video", "verdict": report.verdict,
                      "score": report.score, "errors": list(report.errors)}
         if report.score is not None:
@@ -186,9 +187,18 @@ def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
 
 
 def fake_original_pairs(rows: list[dict], column: str) -> dict:
-    """Fakes whose identity also has a real item: does the fake score above its own original?"""
-    reals = {r["identity"]: r for r in rows if r["label"] == 0 and column in r}
-    pairs = [(r, reals[r["identity"]]) for r in rows if r["label"] == 1 and column in r and r["identity"] in reals]
+    """Does each fake score above its own original? The original is the real item the manifest's
+    `original` column names, or else (FF++ layout: a fake and its source share an identity) the real
+    item of the fake's identity. A fake whose named original was not evaluated has no pair."""
+    scored = [r for r in rows if column in r]
+    by_identity = {r["identity"]: r for r in scored if r["label"] == 0}
+    by_path = {r["path"]: r for r in scored if r["label"] == 0}
+    pairs = []
+    for r in scored:
+        if r["label"] == 1:
+            original = by_path.get(r["original"]) if r.get("original") else by_identity.get(r["identity"])
+            if original is not None:
+                pairs.append((r, original))
     return {"pairs": len(pairs), "fake_scores_higher": sum(f[column] > o[column] for f, o in pairs),
             "detail": [{"fake": f["path"], "original": o["path"], "fake_score": f[column], "original_score": o[column]}
                        for f, o in pairs]}

@@ -39,6 +39,10 @@ class TrainConfig:
     out: str = "runs/latest"
     mode: Literal["cached", "full"] = "cached"  # cached: CPU recipe (training/cached.py) | full: whole network
     train_pairs: Annotated[int, Ge(1)] = 1500   # mode "cached": real crops, each with its self-blended fake
+    sbi_sets: Annotated[int, Ge(1)] = 1         # mode "cached": training sets, each with fresh draws and fresh
+                                                # pseudo-fakes; epoch e trains on set e mod sbi_sets
+    sbi_landmarks: Literal[5, 68] = 5           # the self-blend masks: from MTCNN's 5 points, or from dlib's 68
+                                                # (training/landmarks68.py, as SBI does; the `train` extras)
     real_fakes: Annotated[int, Ge(0)] = 0       # mode "cached": crops of real fakes (family-balanced), each
                                                 # matched by one more real crop
     real_match: RealMatch = "random"            # that real crop: any (identity-balanced), or the one
@@ -80,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"detail_size ({self.detail_size}) must be below input_size ({self.input_size})")
         if self.train_detail and (self.detail_size is None or self.mode != "cached"):
             raise ValueError("train_detail needs a detail_size and mode: cached")
+        if self.sbi_sets > 1 and self.mode != "cached":
+            raise ValueError("sbi_sets needs mode: cached (mode full draws fresh batches anyway)")
 
 
 MEAN = STD = (0.5, 0.5, 0.5)  # the normalisation of the ImageNet initialisations we have

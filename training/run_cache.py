@@ -16,20 +16,24 @@ from training.cached import build_sbi_set
 from training.recipe import TrainConfig, split_seed
 from training.sbi_batches import FacePool
 
+SET_SEED_STRIDE = 7919  # a prime far from the small seed offsets (+1..+4) the run's other draws use
+
 
 def pool_digest(pool: FacePool | None) -> str:
     return pool.digest if pool else hashlib.sha1().hexdigest()  # None: the digest of nothing
 
 
 def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
-                   fake_pool: FacePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed, augmented training set (real / self-blended / real-fake crops), stored as
-    safetensors so that a re-run or a resumed run with the same data and recipe skips building it."""
+                   fake_pool: FacePool | None = None, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `index`-th fixed, augmented training set (real / self-blended / real-fake crops; each index
+    draws other faces and other pseudo-fakes), stored as safetensors so that a re-run or a resumed run
+    with the same data and recipe skips building it."""
     n_fakes = cfg.real_fakes if fake_pool is not None else 0
     # real_match joins the key only where it changes the set: entries made before it existed stay valid
     matched = [cfg.real_match] if cfg.real_match != "random" and n_fakes else []
     key = hashlib.sha1(json.dumps([pool_digest(pool), pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
-                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3, *matched]).encode()).hexdigest()[:16]
+                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3, *matched,
+                                   *([index] if index else [])]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"sbi-{key}.safetensors"
     if path.is_file():
         try:
@@ -37,9 +41,10 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
             return data["images"], data["labels"]
         except Exception:  # a damaged entry (interrupted write) is rebuilt
             path.unlink(missing_ok=True)
-    rng = np.random.default_rng(cfg.seed + 2)
+    seed = cfg.seed + 2 + SET_SEED_STRIDE * index  # index 0: the seed of the single set, before sbi_sets existed
+    rng = np.random.default_rng(seed)
     with torch.random.fork_rng():  # the set depends only on its key; the global RNG is left as it was
-        torch.manual_seed(cfg.seed + 2)
+        torch.manual_seed(seed)
         images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True,
                                        fake_pool=fake_pool, n_fakes=n_fakes, zoom_min_area=cfg.zoom_min_area,
                                        real_match=cfg.real_match)
@@ -78,8 +83,10 @@ class Checkpoints:
                                  *distill)}
         if self.cfg.train_detail:
             run_wide["member_detail"] = self.cfg.detail_size
-        if run_wide["real_match"] == "random":  # its default keys as before it existed: finished members stay valid
-            del run_wide["real_match"]
+        # settings at their defaults key as before they existed: finished members stay valid
+        for setting, default in (("real_match", "random"), ("sbi_sets", 1), ("sbi_landmarks", 5)):
+            if run_wide[setting] == default:
+                del run_wide[setting]
         # the split as it is used: a replica of a seed ensemble is keyed as the one-seed run it equals
         run_wide["split_seed"] = split_seed(self.cfg)
         names = list(self.cfg.members)

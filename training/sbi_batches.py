@@ -54,6 +54,8 @@ class FacePool:
             for fs, k in self.by_identity[identity]:
                 content.update(fs.boxes[k].tobytes())
                 content.update(fs.landmarks[k].tobytes())
+                if fs.landmarks68 is not None:  # masks from 68 points: another set, another digest
+                    content.update(fs.landmarks68[k].tobytes())
                 content.update(np.ascontiguousarray(fs.contexts[k][::8, ::8]).tobytes())
         return content.hexdigest()
 
@@ -66,7 +68,8 @@ class FacePool:
             keys = sorted(node)
             node = node[keys[rng.integers(len(keys))]]
         fs, k = node[rng.integers(len(node))]
-        return fs.contexts[k], fs.boxes[k], fs.landmarks[k]
+        # the self-blend mask's landmarks: dlib's 68 where the faces were extracted with them
+        return fs.contexts[k], fs.boxes[k], fs.landmarks[k] if fs.landmarks68 is None else fs.landmarks68[k]
 
 
 def sbi_pair_crops(context: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,

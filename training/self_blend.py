@@ -5,9 +5,10 @@ result has the tell-tale traces of a face swap (blending boundary, colour / shar
 slight misalignment) without any identity change, which forces the detector to learn those
 generic traces instead of the artefacts of one particular generator.
 
-The original recipe builds its mask from 68/81 dlib landmarks; our detector only gives a box and
-MTCNN's 5 points, so the mask is either a convex hull of those points extrapolated to forehead and
-chin, or an ellipse fitted to the box. All randomness comes from the `numpy.random.Generator`
+The original recipe builds its mask from 68/81 dlib landmarks. Given 68 points
+(training/landmarks68.py, computed once per face and cached) so does this; given MTCNN's 5 points,
+the mask is either a convex hull of those points extrapolated to forehead and chin, or an ellipse
+fitted to the box. All randomness comes from the `numpy.random.Generator`
 passed in, so a seeded generator reproduces the output exactly.
 
 Pass a face crop (with some margin) rather than a whole video frame: every step runs on the whole
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from training.face_hulls import hull_mask68
 
 # SBI draws the blend ratio from this list: full-strength blends dominate, partial ones teach the
 # model that a faint ghost of the source is also a fake.
@@ -124,14 +127,18 @@ def face_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray | N
     """Random soft face mask (float32 HxW in [0, 1]) for self-blending.
 
     `box` is x1, y1, x2, y2; `landmarks` the (5, 2) MTCNN points (left eye, right eye, nose, mouth
-    left, mouth right) or None. The base shape is, at random, a convex hull of the landmarks
-    extended to forehead and chin, or an ellipse fitted to the box (always the ellipse without
-    landmarks); it is then deformed, eroded or dilated, and given a blurred edge of random width.
+    left, mouth right), dlib's (68, 2) points, or None. With 68 points the base shape is one of SBI's
+    four landmark hulls (training/face_hulls.py); with 5 it is, at random, a convex hull of the
+    points extended to forehead and chin, or an ellipse fitted to the box (always the ellipse without
+    landmarks). It is then deformed, eroded or dilated, and given a blurred edge of random width.
     """
     box = np.asarray(box, dtype=np.float64)
     size = _face_size(box)
-    use_hull = landmarks is not None and rng.random() < 0.5
-    mask = _hull_mask(shape, np.asarray(landmarks), rng) if use_hull else _ellipse_mask(shape, box, rng)
+    if landmarks is not None and len(landmarks) == 68:  # as SBI: always a landmark hull, of a random shape
+        mask = hull_mask68(shape, landmarks, rng)
+    else:
+        use_hull = landmarks is not None and rng.random() < 0.5
+        mask = _hull_mask(shape, np.asarray(landmarks), rng) if use_hull else _ellipse_mask(shape, box, rng)
     if not mask.any():  # box entirely outside the image: nothing to blend
         return mask.astype(np.float32)
     deformed = _deform(mask, size, rng)

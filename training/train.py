@@ -124,19 +124,20 @@ def run_phase(model: EfficientNet, phase: PhaseConfig, pool: FacePool, val, cfg:
             "images": step * 2 * cfg.batch_pairs}
 
 
-def _train_cached(member: EfficientNet, recipe: MemberRecipe, train_set, val, cfg: TrainConfig, log: Log, name: str,
-                  soft_targets: torch.Tensor | None = None) -> dict:
-    """Head, then late blocks, on features of the frozen early blocks computed once."""
+def _train_cached(member: EfficientNet, recipe: MemberRecipe, train_sets: list[tuple[torch.Tensor, torch.Tensor]], val,
+                  cfg: TrainConfig, log: Log, name: str, soft_targets: list[torch.Tensor] | None = None) -> dict:
+    """Head, then late blocks, on features of the frozen early blocks computed once per training set."""
     t0 = time.time()
     k = recipe.frozen_blocks
     detail = member_detail(cfg)
-    feats = early_features(member, train_set[0], k, MEAN, STD, detail_size=detail)
+    feats = [early_features(member, images, k, MEAN, STD, detail_size=detail) for images, _ in train_sets]
     val_feats = early_features(member, torch.from_numpy(val[0]).permute(0, 3, 1, 2).contiguous(), k, MEAN, STD,
                                detail_size=detail)
-    log(f"{name}: cached blocks[:{k}] features {tuple(feats.shape[1:])} for {len(feats)} crops in {time.time() - t0:.0f} s")
+    log(f"{name}: cached blocks[:{k}] features {tuple(feats[0].shape[1:])} for {len(train_sets)} x {len(feats[0])} crops "
+        f"in {time.time() - t0:.0f} s")
     late = LateBlocks(member, k)
     result: dict[str, Any] = {"frozen_blocks": k, "feature_seconds": time.time() - t0}
-    train, valid = (feats, train_set[1]), (val_feats, val[1])
+    train, valid = [(f, labels) for f, (_, labels) in zip(feats, train_sets)], (val_feats, val[1])
     soft_weight = recipe.kd_weight if soft_targets is not None else 0.0
     if recipe.init != "scratch" and recipe.head.epochs:
         result["head"] = train_late_blocks(late, train, valid, recipe.head.epochs, recipe.head.lr, recipe.head.schedule,
@@ -167,7 +168,7 @@ def prepare_faces(cfg: TrainConfig, cache_dir: Path, log: Log) -> tuple[list[Med
     log(f"{sum(i.label == 0 for i in items)} real and {sum(i.label == 1 for i in items)} fake training items; "
         f"extracting faces (cached in {cache_dir})")
     detector = FaceDetector(DetectSettings(min_confidence=0.9))
-    faces = extract_all(items, detector, cache_dir, cfg.frames_per_video)
+    faces = extract_all(items, detector, cache_dir, cfg.frames_per_video, with_landmarks68=cfg.sbi_landmarks == 68)
     return items, faces
 
 
@@ -196,7 +197,7 @@ def _images_logits(model: nn.Module, images: torch.Tensor, detail_size: int | No
 
 
 def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tuple[FacePool, FacePool | None],
-                  train_set, val, teachers: dict[str, nn.Module], rng: np.random.Generator, log: Log) -> tuple[nn.Module, dict]:
+                  train_sets, val, teachers: dict[str, nn.Module], rng: np.random.Generator, log: Log) -> tuple[nn.Module, dict]:
     """Train every start listed in `recipe.init` and keep the one with the best held-out AUC."""
     inits = recipe.init if isinstance(recipe.init, list) else [recipe.init]
     candidates = {}
@@ -222,9 +223,10 @@ def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tupl
             if recipe.teacher:
                 if recipe.teacher not in teachers:
                     raise ValueError(f"members.{name}.teacher: {recipe.teacher!r} must be a member trained before it")
-                soft = torch.sigmoid(_images_logits(teachers[recipe.teacher], train_set[0], member_detail(cfg)))
+                soft = [torch.sigmoid(_images_logits(teachers[recipe.teacher], images, member_detail(cfg)))
+                        for images, _ in train_sets]
                 log(f"{name}: distilling from the trained {recipe.teacher} (weight {recipe.kd_weight})")
-            result = _train_cached(member, one, train_set, val, cfg, log, f"{name}[{Path(init).name}]", soft)
+            result = _train_cached(member, one, train_sets, val, cfg, log, f"{name}[{Path(init).name}]", soft)
         else:
             result = {}
             if init != "scratch" and recipe.head.steps:
@@ -281,12 +283,14 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
     rng = np.random.default_rng(cfg.seed)
     val = validation_set(pools.held_real, pools.held_fake, cfg)
     t = time.time()
-    train_set, set_sharpness = None, None
+    train_sets, set_sharpness = [], None
     if cfg.mode == "cached":
-        train_set = cached_sbi_set(pools.train_real, cfg, cache_dir, pools.train_fake)
+        train_sets = [cached_sbi_set(pools.train_real, cfg, cache_dir, pools.train_fake, index=i) for i in range(cfg.sbi_sets)]
+        train_set = train_sets[0]
         set_sharpness = sharpness_by_label(train_set[0].numpy(), train_set[1].numpy())
-        log(f"training set (seed {cfg.seed}): {len(train_set[0])} crops ({int(train_set[1].sum())} fake); sharpness "
-            f"median real {set_sharpness['real_median']:.0f}, fake {set_sharpness['fake_median']:.0f}, "
+        log(f"training set 1 of {cfg.sbi_sets} (seed {cfg.seed}): {len(train_set[0])} crops "
+            f"({int(train_set[1].sum())} fake); sharpness median real {set_sharpness['real_median']:.0f}, "
+            f"fake {set_sharpness['fake_median']:.0f}, "
             f"as a fake score AUC {set_sharpness['roc_auc']:.3f}")
         t = clock.mark("train_set_s", t)
     checkpoints = Checkpoints(Path(cache_dir) / "members", cfg, faces_digest)
@@ -303,7 +307,7 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
             result.resumed.append(label)
             t = time.time()
         else:
-            member, report = _train_member(name, recipe, cfg, (pools.train_real, pools.train_fake), train_set, val,
+            member, report = _train_member(name, recipe, cfg, (pools.train_real, pools.train_fake), train_sets, val,
                                            trained, rng, log)
             report["seconds"] = round(time.time() - t, 1)
             checkpoints.save(name, member, report)
