@@ -8,6 +8,6 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Before anything imports torch (which reads it once): idle OpenMP threads sleep instead of
 # spinning, so they do not take the cores from the decoder thread or from a second analysis.
-from pipeline.core.threads import passive_waits  # noqa: E402
+from deepfake_detect.pipeline.core.threads import passive_waits  # noqa: E402
 
 passive_waits()

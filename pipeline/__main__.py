@@ -1,4 +1,4 @@
-"""`python -m pipeline` runs the CLI (same as the `deepfake-detect` script)."""
-from pipeline.cli import main
+"""`python -m deepfake_detect.pipeline` runs the CLI (same as the `deepfake-detect` script)."""
+from deepfake_detect.pipeline.cli import main
 
 main()

@@ -10,3 +10,6 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch/torchvision pinned in pyproject.toml: pip takes the local wheels where a machine has them
 .venv/bin/python -m pip install --quiet -e '.[test,train]'
+# mypy reads the packages under their installed names (pyproject.toml, [tool.mypy])
+mkdir -p .typecheck/deepfake_detect
+for package in pipeline stages training; do ln -sfn "../../$package" ".typecheck/deepfake_detect/$package"; done

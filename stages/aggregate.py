@@ -6,7 +6,7 @@ count (a one-frame false detection must not decide the verdict).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -57,6 +57,11 @@ class VideoVerdict:
     frames_with_faces: int
     tracks: list[TrackSummary]
     keyframes: list[Keyframe] = field(default_factory=list)
+    downgraded: str = ""          # why the verdict is "inconclusive" whatever the scores ("" when it is not)
+
+
+# Below this share of sampled frames decoded cleanly, a verdict is "inconclusive" whatever the scores.
+MIN_DECODED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,25 @@ def pick_keyframes(faces: list[FaceScore], count: int, frames_analysed: int) -> 
     return [Keyframe(f.frame_index, f.time_s, f.score, f.track_id) for f in chosen]
 
 
-def aggregate(faces: list[FaceScore], frames_analysed: int, settings: AggregateSettings = AggregateSettings()) -> VideoVerdict:
-    """Turn every scored face of a video into its verdict."""
+def most_fake(track_scores: Iterable[float]) -> float:
+    """A video's score from its counted tracks' scores: a video is as fake as its most fake person."""
+    return max(track_scores)
+
+
+def aggregate(faces: list[FaceScore], frames_analysed: int, settings: AggregateSettings = AggregateSettings(),
+              frames_sampled: int | None = None) -> VideoVerdict:
+    """Turn every scored face of a video into its verdict. `frames_sampled` (the frames asked for, of
+    which `frames_analysed` decoded cleanly): with fewer than half decoded, the verdict is "inconclusive"
+    whatever the scores."""
+    verdict = _score_tracks(faces, frames_analysed, settings)
+    if frames_sampled is not None and frames_analysed < MIN_DECODED_SHARE * frames_sampled:
+        verdict.verdict = "inconclusive"
+        verdict.downgraded = (f"fewer than half of the sampled frames could be decoded "
+                              f"({frames_analysed} of {frames_sampled})")
+    return verdict
+
+
+def _score_tracks(faces: list[FaceScore], frames_analysed: int, settings: AggregateSettings) -> VideoVerdict:
     strategy = TRACK_STRATEGIES[settings.track_strategy]
     by_track: dict[int, list[FaceScore]] = {}
     for face in faces:
@@ -149,7 +171,7 @@ def aggregate(faces: list[FaceScore], frames_analysed: int, settings: AggregateS
         return VideoVerdict("no_face", None, 0.0, frames_analysed, 0, [])
     threshold = settings.threshold
     assert threshold is not None, "resolve the threshold before aggregating"  # verdict_for checked it already
-    score = max(t.score for t in counted)
+    score = most_fake(t.score for t in counted)
     counted_ids = {t.id for t in counted}
     fake_frames = {f.frame_index for f in faces if f.track_id in counted_ids and f.score >= threshold}
     counted_faces = [f for f in faces if f.track_id in counted_ids]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.ensemble import DetectorConfig, EnsembleDetector
+from deepfake_detect.stages.ensemble import DetectorConfig, EnsembleDetector
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages import decoder_log
-from stages.media import (
+from deepfake_detect.stages import decoder_log
+from deepfake_detect.stages.media import (
     ANIMATION_SUFFIXES,
     AUDIO_ONLY,
     IMAGE_SUFFIXES,
@@ -49,8 +49,8 @@ from stages.media import (
     fit_pixels,
     sample_indices,
 )
-from stages.media_sniff import Sniffed, sniff
-from stages.video_probe import (
+from deepfake_detect.stages.media_sniff import Sniffed, sniff
+from deepfake_detect.stages.video_probe import (
     DEMUXER_RE,
     ffmpeg_header,
     iso_missing_bytes,
@@ -161,7 +161,7 @@ class _VideoReader(MediaReader):
         return self._read_one_by_one(chunk)
 
     def _map_damage(self, last: int) -> np.ndarray | None:
-        from stages.video_damage import damaged_frames
+        from deepfake_detect.stages.video_damage import damaged_frames
 
         try:
             self._starts = np.asarray(self._video.get_frame_timestamp(range(len(self._video))), dtype=np.float64)[:, 0]
@@ -187,7 +187,7 @@ class _VideoReader(MediaReader):
             return self._finish(frames), ok
         except Exception:  # it decoded ahead into the damage: ffmpeg decodes the clean frames in order
             self._rewind(self._video)
-        from stages.video_damage import clean_frames
+        from deepfake_detect.stages.video_damage import clean_frames
 
         assert self._starts is not None  # set with the damage map
         decoded = clean_frames(Path(self.info.path), self._starts, wanted, self.info.width, self.info.height,
@@ -350,7 +350,7 @@ def open_media(path: str | Path, limits: DecodeLimits = DecodeLimits(), num_thre
     except OSError as exc:
         raise MediaError(f"cannot read ({exc.strerror or type(exc).__name__})") from None
     if sniffed.kind == "image":
-        from stages.decode_images import open_image
+        from deepfake_detect.stages.decode_images import open_image
 
         return open_image(path, limits, sniffed)
     if size < MIN_MEDIA_BYTES and sniffed.kind in ("text", "unknown"):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from stages.media import (
+from deepfake_detect.stages.media import (
     DamagedError,
     DecodeLimits,
     EmptyMediaError,
@@ -39,7 +39,7 @@ from stages.media import (
     clean_reason,
     fit_pixels,
 )
-from stages.media_sniff import Sniffed
+from deepfake_detect.stages.media_sniff import Sniffed
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

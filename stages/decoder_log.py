@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-log = logging.getLogger("stages.decoder")
+log = logging.getLogger("deepfake_detect.stages.decoder")
 
 AV_LOG_QUIET, AV_LOG_ERROR, AV_LOG_WARNING, AV_LOG_INFO = -8, 16, 24, 32
 

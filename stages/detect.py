@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from annotated_types import Ge, Interval
 
-from stages.crop import crop_face, crop_square, square_crop_box
+from deepfake_detect.stages.crop import crop_face, crop_square, square_crop_box
 
 # torch loads with the detector, not with the settings: the server's and the daemon's parent
 # processes read the settings and never run a network.
@@ -62,7 +62,7 @@ class FaceDetector:
         """`nets`: ONNX Runtime sessions for "pnet", "rnet" and "onet" to run instead of PyTorch."""
         from facenet_pytorch import MTCNN  # weights ship inside the wheel: nothing is downloaded
 
-        from stages.onnx_models import OnnxNet
+        from deepfake_detect.stages.onnx_models import OnnxNet
 
         crop_margin = DEFAULT_CROP_MARGIN if settings.crop_margin is None else settings.crop_margin
         if settings.crop_margin is None:

@@ -13,7 +13,7 @@ from typing import cast
 import cv2
 import numpy as np
 
-from stages.crop import crop_square
+from deepfake_detect.stages.crop import crop_square
 
 VERDICT_COLOURS = {"fake": (230, 40, 40), "real": (40, 200, 70), "inconclusive": (245, 170, 30),
                    "no_face": (200, 200, 200), "error": (200, 200, 200)}

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stages.detect import DEFAULT_CROP_MARGIN
+from deepfake_detect.stages.detect import DEFAULT_CROP_MARGIN
 
 WEIGHTS_FILE = "detector.safetensors"
 CONFIG_FILE = "detector.json"

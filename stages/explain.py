@@ -29,8 +29,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from stages.classify import detector_input
-from stages.ensemble import EnsembleDetector
+from deepfake_detect.stages.classify import detector_input
+from deepfake_detect.stages.ensemble import EnsembleDetector
 
 
 @dataclass

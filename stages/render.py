@@ -19,8 +19,8 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from stages.draw import Banner, FaceSample, OverlayStyle, Timeline, draw_banner, draw_face, face_label
-from stages.video_writer import FrameEncoder, ffmpeg_exe
+from deepfake_detect.stages.draw import Banner, FaceSample, OverlayStyle, Timeline, draw_banner, draw_face, face_label
+from deepfake_detect.stages.video_writer import FrameEncoder, ffmpeg_exe
 
 # FrameEncoder and ffmpeg_exe live in stages.video_writer; pipeline/core/samples.py and pipeline/bench/run.py
 # still import them from here.

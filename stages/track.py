@@ -15,7 +15,7 @@ import numpy as np
 from annotated_types import Ge, Gt, Interval
 from scipy.optimize import linear_sum_assignment
 
-from stages.detect import Face
+from deepfake_detect.stages.detect import Face
 
 
 @dataclass(frozen=True)

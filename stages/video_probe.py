@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stages.media import (
+from deepfake_detect.stages.media import (
     DamagedError,
     MediaError,
     NotMediaError,
@@ -18,7 +18,7 @@ from stages.media import (
     UnsupportedCodecError,
     clean_reason,
 )
-from stages.media_sniff import Sniffed
+from deepfake_detect.stages.media_sniff import Sniffed
 
 if TYPE_CHECKING:
     pass

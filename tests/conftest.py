@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.samples import make_sample_photo, make_sample_video
-from stages.ensemble import create_detector, save_detector
+from deepfake_detect.pipeline.core.samples import make_sample_photo, make_sample_video
+from deepfake_detect.stages.ensemble import create_detector, save_detector
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,7 +21,7 @@ def test_import_contracts_are_kept() -> None:
 
 def test_no_import_circles() -> None:
     grimp = pytest.importorskip("grimp")  # import-linter's own import-graph library
-    graph = grimp.build_graph("pipeline", "stages", "training", cache_dir=None)
+    graph = grimp.build_graph("deepfake_detect.pipeline", "deepfake_detect.stages", "deepfake_detect.training", cache_dir=None)
     circles = [(a, b) for a in sorted(graph.modules) for b in graph.find_modules_directly_imported_by(a)
                if a < b and graph.find_shortest_chain(importer=b, imported=a)]
     assert circles == []

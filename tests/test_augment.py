@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from training.augment import build_eval_transform, build_train_transform
+from deepfake_detect.training.augment import build_eval_transform, build_train_transform
 
 SIZE = 96
 

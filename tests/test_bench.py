@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.backends import compare_reports
-from pipeline.bench.measure import BenchError
-from pipeline.bench.processes import cli_command, time_process, time_runs, two_at_once
-from pipeline.core.config import load_config
-from pipeline.core.report import AnalysisReport, InputInfo
-from pipeline.core.samples import make_sample_video
-from stages.aggregate import FaceScore, TrackSummary
+from deepfake_detect.pipeline.bench.backends import compare_reports
+from deepfake_detect.pipeline.bench.measure import BenchError
+from deepfake_detect.pipeline.bench.processes import cli_command, time_process, time_runs, two_at_once
+from deepfake_detect.pipeline.core.config import load_config
+from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo
+from deepfake_detect.pipeline.core.samples import make_sample_video
+from deepfake_detect.stages.aggregate import FaceScore, TrackSummary
 
 FRAMES = 4
 
@@ -24,9 +24,10 @@ def test_bench_prints_its_figures_as_one_json_object(weights_dir, tmp_path):
     # a real process, so stdout is a real file: --json must leave nothing else on it. One thread:
     # two threads that wait for each other crawl when another job shares the cores.
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "bench", "--weights", str(weights_dir), "--device", "cpu", "--threads", "1",
-         "--seconds", "2", "--size", "320x180", "--hd-seconds", "1", "--hd-size", "384x216", "--frames", str(FRAMES),
-         "--long-minutes", "0", "--no-render", "--no-cold", "--no-concurrent", "--json", "--json-out", str(json_out)],
+        [sys.executable, "-m", "deepfake_detect.pipeline", "bench", "--weights", str(weights_dir), "--device", "cpu",
+         "--threads", "1", "--seconds", "2", "--size", "320x180", "--hd-seconds", "1", "--hd-size", "384x216",
+         "--frames", str(FRAMES), "--long-minutes", "0", "--no-render", "--no-cold", "--no-concurrent", "--json",
+         "--json-out", str(json_out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads(proc.stdout)  # the whole of stdout is the one object

@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.special import expit
 
-from stages.ensemble import DetectorConfig, DetectorError, EnsembleDetector
-from training.calibrate import apply_calibration, fit_calibration
-from training.metrics import binary_metrics, expected_calibration_error
+from deepfake_detect.stages.ensemble import DetectorConfig, DetectorError, EnsembleDetector
+from deepfake_detect.training.calibrate import apply_calibration, fit_calibration
+from deepfake_detect.training.metrics import binary_metrics, expected_calibration_error
 
 
 def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.core.report import REPORT_SCHEMA, AnalysisReport, InputInfo, report_to_dict
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.report import REPORT_SCHEMA, AnalysisReport, InputInfo, report_to_dict
 
 
 def run(*args: str) -> click.testing.Result:  # noqa: F821

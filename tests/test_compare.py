@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from training.compare import compare_evaluations
-from training.metrics import paired_auc_difference
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.training.compare import compare_evaluations
+from deepfake_detect.training.metrics import paired_auc_difference
 
 
 def _evaluation(scores: dict[str, float], labels: dict[str, int], threshold: float = 0.5) -> dict:

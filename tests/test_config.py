@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pipeline.core.config import AnalysisConfig, ConfigError, load_config, parse_set_option
+from deepfake_detect.pipeline.core.config import AnalysisConfig, ConfigError, load_config, parse_set_option
 
 
 def test_default_yaml_matches_dataclass_defaults():
@@ -43,7 +43,7 @@ def test_every_setting_is_checked_when_read(key, value, message):
 def test_track_strategy_choices_are_the_aggregate_strategies():
     import typing
 
-    from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
+    from deepfake_detect.stages.aggregate import TRACK_STRATEGIES, AggregateSettings
 
     choices = typing.get_args(typing.get_type_hints(AggregateSettings)["track_strategy"])
     assert set(choices) == set(TRACK_STRATEGIES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.crop import crop_face, crop_region, crop_square, square_crop_box
+from deepfake_detect.stages.crop import crop_face, crop_region, crop_square, square_crop_box
 
 
 def _gradient(h: int, w: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_sharpness_falls_as_a_face_loses_detail():
     import cv2
     from skimage import data
 
-    from stages.face_quality import sharpness
+    from deepfake_detect.stages.face_quality import sharpness
 
     face = np.ascontiguousarray(data.astronaut()[30:254, 150:374])  # 224 px around her face
     blurred = cv2.GaussianBlur(face, (0, 0), 2.0)

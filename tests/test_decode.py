@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.decode import DecodeLimits, MediaError, Sampling, open_media, sample_indices
+from deepfake_detect.stages.decode import DecodeLimits, MediaError, Sampling, open_media, sample_indices
 
 
 def test_sample_by_count_is_spread_and_capped():
@@ -88,7 +88,7 @@ def test_missing_path_and_directory(tmp_path):
 
 
 def test_content_is_sniffed_not_the_name():
-    from stages.media_sniff import sniff_bytes
+    from deepfake_detect.stages.media_sniff import sniff_bytes
 
     assert sniff_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20)).kind == "image"
     assert sniff_bytes(b"GIF89a" + bytes(20)).format == "GIF"
@@ -101,7 +101,7 @@ def test_content_is_sniffed_not_the_name():
 
 
 def test_library_internals_are_cleaned_from_reasons():
-    from stages.decode import clean_reason
+    from deepfake_detect.stages.decode import clean_reason
 
     raw = ("[22:20:31] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: "
            "[h264 @ 0x55a1c3d33700] error while decoding MB 2 0")
@@ -152,7 +152,7 @@ def test_decoder_messages_go_to_the_debug_log_not_the_terminal(tmp_path, clips, 
     data[off:off + 2000] = bytes(b ^ 0xFF for b in data[off:off + 2000])
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
-    with caplog.at_level(logging.DEBUG, logger="stages.decoder"):
+    with caplog.at_level(logging.DEBUG, logger="deepfake_detect.stages.decoder"):
         reader = open_media(damaged)
         batches = list(reader.batches(reader.sample(Sampling("count", 8)), chunk_size=4))
     dropped = [i for b in batches for i in b.dropped.tolist()]

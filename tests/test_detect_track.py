@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from stages.decode import open_media
-from stages.detect import DetectSettings, Face, FaceDetector
-from stages.track import FaceTracker
+from deepfake_detect.stages.decode import open_media
+from deepfake_detect.stages.detect import DetectSettings, Face, FaceDetector
+from deepfake_detect.stages.track import FaceTracker
 
 
 @pytest.fixture(scope="module")

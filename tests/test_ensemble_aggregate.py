@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.config import AnalysisConfig
-from pipeline.core.runner import Analyzer
-from stages.aggregate import AggregateSettings, FaceScore, aggregate, confident_strategy, pick_keyframes
-from stages.classify import CropClassifier, to_model_input
-from stages.detect import DetectSettings
-from stages.ensemble import DetectorConfig, DetectorError, create_detector, load_detector, save_detector
+from deepfake_detect.pipeline.core.config import AnalysisConfig
+from deepfake_detect.pipeline.core.runner import Analyzer
+from deepfake_detect.stages.aggregate import AggregateSettings, FaceScore, aggregate, confident_strategy, pick_keyframes
+from deepfake_detect.stages.classify import CropClassifier, to_model_input
+from deepfake_detect.stages.detect import DetectSettings
+from deepfake_detect.stages.ensemble import DetectorConfig, DetectorError, create_detector, load_detector, save_detector
 
 
 def test_save_load_round_trip_gives_identical_scores(weights_dir):
@@ -118,3 +118,16 @@ def test_keyframes_are_the_most_suspicious_and_spread():
     faces = [_face(i, 0, s) for i, s in enumerate([0.1, 0.9, 0.95, 0.2, 0.3, 0.1, 0.8, 0.1, 0.1, 0.7, 0.1, 0.1])]
     keys = pick_keyframes(faces, 3, 12)
     assert [k.frame_index for k in keys] == [2, 6, 9]  # 1 is too close to 2
+
+
+def test_too_few_decoded_frames_make_any_verdict_inconclusive():
+    # the downgrade lives with the verdict rule: 4 of 10 sampled frames decoded is under half
+    faces = [_face(i, 0, 0.99) for i in range(4)]
+    settings = AggregateSettings(threshold=0.5)
+    assert aggregate(faces, 4, settings).verdict == "fake"
+    low = aggregate(faces, 4, settings, frames_sampled=10)
+    assert low.verdict == "inconclusive" and low.score == pytest.approx(0.99)
+    assert low.downgraded == "fewer than half of the sampled frames could be decoded (4 of 10)"
+    half = aggregate([_face(i, 0, 0.99) for i in range(5)], 5, settings, frames_sampled=10)
+    assert half.verdict == "fake" and half.downgraded == ""
+    assert aggregate([], 2, settings, frames_sampled=10).verdict == "inconclusive"  # even with no face seen

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.samples import render_sample_frame
-from stages.classify import to_model_input
-from stages.detect import FaceDetector, crop_face
-from stages.draw import overlay_heatmap
-from stages.ensemble import create_detector
-from stages.explain import Explainer, member_weights
+from deepfake_detect.pipeline.core.samples import render_sample_frame
+from deepfake_detect.stages.classify import to_model_input
+from deepfake_detect.stages.detect import FaceDetector, crop_face
+from deepfake_detect.stages.draw import overlay_heatmap
+from deepfake_detect.stages.ensemble import create_detector
+from deepfake_detect.stages.explain import Explainer, member_weights
 
 SIZE = (640, 360)
 MARGIN, CROP = 1.0, 224

@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.cli import main
-from pipeline.core.config import load_config
-from pipeline.core.report import REPORT_SCHEMA, report_to_dict
-from pipeline.core.runner import Analyzer
-from pipeline.core.samples import make_sample_photo, make_sample_video, render_sample_frame
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.config import load_config
+from deepfake_detect.pipeline.core.report import REPORT_SCHEMA, report_to_dict
+from deepfake_detect.pipeline.core.runner import Analyzer
+from deepfake_detect.pipeline.core.samples import make_sample_photo, make_sample_video, render_sample_frame
 
 SEED = 15
 PER_SOURCE = 60            # variants of each of the 4 sources

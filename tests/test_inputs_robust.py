@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.cli import main
-from pipeline.core.report import REPORT_SCHEMA
-from pipeline.core.samples import make_sample_photo, render_sample_frame
-from stages.decode import (
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.report import REPORT_SCHEMA
+from deepfake_detect.pipeline.core.samples import make_sample_photo, render_sample_frame
+from deepfake_detect.stages.decode import (
     AUDIO_ONLY,
     DecodeLimits,
     EmptyMediaError,
@@ -35,7 +35,7 @@ from stages.decode import (
     UnsupportedCodecError,
     open_media,
 )
-from stages.decode_images import _pillow
+from deepfake_detect.stages.decode_images import _pillow
 
 # what a message must never contain: decoder source files, build paths, addresses, Python internals
 INTERNALS = re.compile(r"\.(cc|cpp|h|py)\b|/github/|/workspace/|0x[0-9a-fA-F]{6,}|Traceback|DECORDError|Check failed|"
@@ -188,7 +188,7 @@ def test_photo_modes_decode_to_rgb(tmp_path):
 
 @pytest.fixture(scope="module")
 def detector():
-    from stages.detect import FaceDetector
+    from deepfake_detect.stages.detect import FaceDetector
 
     return FaceDetector()
 
@@ -295,8 +295,8 @@ def test_analyze_folder_of_odd_files(weights_dir, clips, media, tmp_path, capfd)
 
 def test_outputs_do_not_mark_damaged_frames_as_analysed(weights_dir, media, tmp_path):
     """The annotated video's timeline marks analysed frames: frames left out as damaged are not."""
-    from pipeline.core.config import load_config
-    from pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.config import load_config
+    from deepfake_detect.pipeline.core.runner import Analyzer
 
     class Recorder:  # an output writer that keeps what it is given
         timing_key = "record_s"

@@ -4,15 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.face_hulls import SHAPES, hull_mask68
-from training.self_blend import face_mask, self_blend
+from deepfake_detect.training.face_hulls import SHAPES, hull_mask68
+from deepfake_detect.training.self_blend import face_mask, self_blend
 
 pytest.importorskip("dlib", reason="68-point landmarks need the training extras: pip install -e '.[train]'")
 
 
 @pytest.fixture(scope="module")
 def points68(astronaut_face) -> np.ndarray:
-    from training.landmarks68 import landmarks68
+    from deepfake_detect.training.landmarks68 import landmarks68
 
     return landmarks68(astronaut_face.image[None], astronaut_face.box[None])[0]
 

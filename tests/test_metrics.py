@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.metrics import (
+from deepfake_detect.training.metrics import (
     best_threshold,
     binary_metrics,
     bootstrap_auc_interval,

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.config import AnalysisConfig, ConfigError, load_config
-from pipeline.core.model_cache import cache_dir, detector_onnx
-from pipeline.core.runner import Analyzer, resolve_backend
-from pipeline.core.threads import thread_policy
-from stages.classify import CropClassifier, OnnxCropClassifier
-from stages.detect import FaceDetector
-from stages.ensemble import create_detector, load_detector, load_verified_config
-from stages.onnx_models import make_session
+from deepfake_detect.pipeline.core.config import AnalysisConfig, ConfigError, load_config
+from deepfake_detect.pipeline.core.model_cache import cache_dir, detector_onnx
+from deepfake_detect.pipeline.core.runner import Analyzer, resolve_backend
+from deepfake_detect.pipeline.core.threads import thread_policy
+from deepfake_detect.stages.classify import CropClassifier, OnnxCropClassifier
+from deepfake_detect.stages.detect import FaceDetector
+from deepfake_detect.stages.ensemble import create_detector, load_detector, load_verified_config
+from deepfake_detect.stages.onnx_models import make_session
 
 
 def _analyzer(weights_dir, backend: str) -> Analyzer:
@@ -44,8 +44,8 @@ def test_stacking_and_calibration_are_in_the_exported_graph(tmp_path):
 
 
 def test_mtcnn_in_onnx_runtime_finds_the_same_faces(clips):
-    from pipeline.core.model_cache import mtcnn_onnx
-    from stages.decode import Sampling, open_media
+    from deepfake_detect.pipeline.core.model_cache import mtcnn_onnx
+    from deepfake_detect.stages.decode import Sampling, open_media
 
     reader = open_media(clips["two"])
     frames = reader.read(reader.sample(Sampling("count", 6)))
@@ -91,7 +91,8 @@ def test_onnx_path_does_not_import_timm(weights_dir, clips):
     """A --no-render analysis on CPU runs from the ONNX files: timm (and its second of start-up)
     is only imported when Grad-CAM needs the PyTorch detector."""
     _analyzer(weights_dir, "onnx")  # the cache exists before the child starts
-    script = ("import sys; from pipeline.core.config import AnalysisConfig; from pipeline.core.runner import Analyzer; "
+    script = ("import sys; from deepfake_detect.pipeline.core.config import AnalysisConfig; "
+              "from deepfake_detect.pipeline.core.runner import Analyzer; "
               f"a = Analyzer(AnalysisConfig(weights={str(weights_dir)!r}, device='cpu')); "
               f"r = a.analyze({str(clips['one'])!r}); assert not r.errors, r.errors; "
               "print('timm' in sys.modules, a.backend)")
@@ -112,7 +113,7 @@ def test_backend_and_thread_settings_are_checked():
 
 
 def test_thread_policy_shares_the_cores(monkeypatch):
-    monkeypatch.setattr("pipeline.core.threads.available_cores", lambda: 8)
+    monkeypatch.setattr("deepfake_detect.pipeline.core.threads.available_cores", lambda: 8)
     assert thread_policy().compute == 8
     assert thread_policy(concurrent=2).compute == 4
     assert thread_policy(concurrent=16).compute == 1   # never zero

@@ -22,12 +22,12 @@ import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'ray>=2.9'): --engine ray cannot run")
 
-from pipeline.archive.journal import JOURNAL_NAME, BatchJournal, content_sha256  # noqa: E402
-from pipeline.archive.ray_engine import worker_shape  # noqa: E402
-from pipeline.archive.ray_worker import CRASH_ON_ENV, HANG_ON_ENV  # noqa: E402
-from pipeline.cli.common import CommandError  # noqa: E402
-from pipeline.core.inputs import read_path_list  # noqa: E402
-from pipeline.core.writers import output_stem  # noqa: E402
+from deepfake_detect.pipeline.archive.journal import JOURNAL_NAME, BatchJournal, content_sha256  # noqa: E402
+from deepfake_detect.pipeline.archive.ray_engine import worker_shape  # noqa: E402
+from deepfake_detect.pipeline.archive.ray_worker import CRASH_ON_ENV, HANG_ON_ENV  # noqa: E402
+from deepfake_detect.pipeline.cli.common import CommandError  # noqa: E402
+from deepfake_detect.pipeline.core.inputs import read_path_list  # noqa: E402
+from deepfake_detect.pipeline.core.writers import output_stem  # noqa: E402
 
 TIMEOUT_S = 240
 WORKER_TITLE = "ray::AnalysisWorker.analyze"   # a Ray worker's process title while it analyses a file
@@ -49,7 +49,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _argv(weights_dir: Path, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "analyze", *args, "--out", str(out), "--weights", str(weights_dir),
+    return [sys.executable, "-m", "deepfake_detect.pipeline", "analyze", *args, "--out", str(out), "--weights", str(weights_dir),
             "--frames", "8", "--threshold", "0.99", "--device", "cpu"]
 
 
@@ -118,7 +118,7 @@ def _wait_for(condition, what: str, timeout: float = 180.0) -> None:
 
 # -- without Ray ------------------------------------------------------------------------------------
 def test_help_does_not_import_ray():
-    code = "import sys; from pipeline.cli import main; sys.exit('ray' in sys.modules)"
+    code = "import sys; from deepfake_detect.pipeline.cli import main; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

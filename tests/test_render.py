@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.config import AnalysisConfig, RenderSettings
-from pipeline.core.outputs import AnnotatedMediaWriter, KeyframeImageWriter, build_output_writers
-from pipeline.core.runner import Analyzer
-from pipeline.core.samples import make_sample_photo, make_sample_video
-from stages.decode import Sampling, open_media
-from stages.draw import FaceSample, OverlayStyle, blend_heatmap, verdict_banner
-from stages.ensemble import create_detector, save_detector
-from stages.explain import Explainer
-from stages.render import TrackPath, render_annotated_video
+from deepfake_detect.pipeline.core.config import AnalysisConfig, RenderSettings
+from deepfake_detect.pipeline.core.outputs import AnnotatedMediaWriter, KeyframeImageWriter, build_output_writers
+from deepfake_detect.pipeline.core.runner import Analyzer
+from deepfake_detect.pipeline.core.samples import make_sample_photo, make_sample_video
+from deepfake_detect.stages.decode import Sampling, open_media
+from deepfake_detect.stages.draw import FaceSample, OverlayStyle, blend_heatmap, verdict_banner
+from deepfake_detect.stages.ensemble import create_detector, save_detector
+from deepfake_detect.stages.explain import Explainer
+from deepfake_detect.stages.render import TrackPath, render_annotated_video
 
 FPS = 25.0
 SIZE = (480, 270)
@@ -237,7 +237,7 @@ def test_render_scale_and_no_audio(media, tmp_path):
 
 
 def test_strip_shows_a_seed_ensemble_as_one_tile_per_network():
-    from pipeline.core.outputs import tiles_by_architecture
+    from deepfake_detect.pipeline.core.outputs import tiles_by_architecture
 
     maps = np.zeros((4, 8, 8), np.float32)
     maps[0, :4] = 1.0      # mobilenet seed 0: top half

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.decode import DecodeLimits, open_media
-from stages.video_probe import video_rotations
+from deepfake_detect.stages.decode import DecodeLimits, open_media
+from deepfake_detect.stages.video_probe import video_rotations
 
 STORED_W, STORED_H = 192, 112
 
@@ -139,8 +139,8 @@ def test_rotation_parsing_from_ffmpeg_header():
 
 
 def test_face_is_found_in_rotated_phone_clip(tmp_path):
-    from pipeline.core.samples import render_sample_frame
-    from stages.detect import FaceDetector
+    from deepfake_detect.pipeline.core.samples import render_sample_frame
+    from deepfake_detect.stages.detect import FaceDetector
 
     w, h, n = 270, 480, 10  # a portrait phone clip whose sensor stored it landscape, 90 degrees off
     upright = [render_sample_frame(w, h, i / 10, 1.0, faces=1) for i in range(n)]
@@ -161,7 +161,7 @@ def test_face_is_found_in_rotated_phone_clip(tmp_path):
 def test_frames_ffmpeg_decodes_for_a_damaged_video_match_decord(stored_clip, tmp_path, suffix, clockwise):
     # where decord fails on the clean frames of a damaged video, ffmpeg decodes them: same upright,
     # downscaled picture as decord gives
-    from stages.video_damage import clean_frames
+    from deepfake_detect.stages.video_damage import clean_frames
 
     clip = _with_rotation(stored_clip, tmp_path / f"rot{clockwise}{suffix}", clockwise)
     reader = open_media(clip, DecodeLimits(max_decode_pixels=STORED_W * STORED_H // 2))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.core import writers
-from training.cached import Schedule, lr_schedule
+from deepfake_detect.pipeline.core import writers
+from deepfake_detect.training.cached import Schedule, lr_schedule
 
 
 def _train_py_formula(lr: float, schedule: Schedule, steps: int, step: int) -> float:
@@ -95,7 +95,7 @@ def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path: Path, m
 def test_atomic_write_makes_an_ordinary_file(tmp_path):
     import stat
 
-    from pipeline.core.writers import atomic_write_text
+    from deepfake_detect.pipeline.core.writers import atomic_write_text
 
     atomic_write_text(tmp_path / "r.json", "{}")
     (tmp_path / "plain.json").write_text("{}")  # what open() makes under this process's umask

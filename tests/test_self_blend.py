@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from training.self_blend import BLEND_RATIOS, face_mask, self_blend, self_blend_pair
+from deepfake_detect.training.self_blend import BLEND_RATIOS, face_mask, self_blend, self_blend_pair
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_serve_bench_with_its_own_server(weights_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "serve-bench", "--clients", "2", "--seconds", "0.5", "--size", "320x240",
-         "--frames", "4", "--no-render", "--weights", str(weights_dir), "--device", "cpu", "--json"],
+        [sys.executable, "-m", "deepfake_detect.pipeline", "serve-bench", "--clients", "2", "--seconds", "0.5",
+         "--size", "320x240", "--frames", "4", "--no-render", "--weights", str(weights_dir), "--device", "cpu", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -28,6 +28,6 @@ def test_serve_bench_with_its_own_server(weights_dir):
 
 
 def test_serve_bench_refuses_a_bad_size():
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "serve-bench", "--size", "big"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "deepfake_detect.pipeline", "serve-bench", "--size", "big"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: a size looks like 1280x720, got 'big'"

@@ -25,14 +25,14 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from processes import any_alive_after
 
-from pipeline.bench.serve import free_loopback_port
-from pipeline.cli import main
-from pipeline.core.config import DEFAULT_WEIGHTS, load_config
-from pipeline.core.report import REPORT_SCHEMA
-from pipeline.server.app import create_app, hash_key
-from pipeline.server.jobs import ServeSettings
-from pipeline.server.journal import JOURNAL_NAME, JobJournal
-from stages.decode import MediaError, open_media
+from deepfake_detect.pipeline.bench.serve import free_loopback_port
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.config import DEFAULT_WEIGHTS, load_config
+from deepfake_detect.pipeline.core.report import REPORT_SCHEMA
+from deepfake_detect.pipeline.server.app import create_app, hash_key
+from deepfake_detect.pipeline.server.jobs import ServeSettings
+from deepfake_detect.pipeline.server.journal import JOURNAL_NAME, JobJournal
+from deepfake_detect.stages.decode import MediaError, open_media
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_a_timeout_fails_that_job_and_the_worker_goes_on(client, clips):
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
     """Long enough (100 frames, every one analysed) to be still running when a test acts on it."""
-    from pipeline.core.samples import make_sample_video
+    from deepfake_detect.pipeline.core.samples import make_sample_video
 
     return make_sample_video(tmp_path_factory.mktemp("long") / "long.mp4", seconds=4.0, size=(480, 270), faces=2)
 
@@ -373,7 +373,7 @@ def test_render_default_comes_from_the_settings_unless_the_flag_says(tmp_path, m
         seen.append(settings.render)
         raise Stop  # nothing loads: only the settings the command built are checked
 
-    monkeypatch.setattr("pipeline.server.jobs.JobRunner", fake_runner)
+    monkeypatch.setattr("deepfake_detect.pipeline.server.jobs.JobRunner", fake_runner)
     for args, expected in (([], True), (["--set", "render.enabled=off"], False),
                            (["--set", "render.enabled=off", "--render"], True), (["--no-render"], False)):
         result = CliRunner().invoke(main, ["serve", "--data", str(tmp_path / "d"), *args])
@@ -388,7 +388,7 @@ class ServerProcess:
         self.log_path = log
         self._log = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "serve", "--data", str(data), "--port", str(port),
+            [sys.executable, "-m", "deepfake_detect.pipeline", "serve", "--data", str(data), "--port", str(port),
              "--weights", str(weights), "--device", "cpu", "--frames", "8", "--no-render"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + START_TIMEOUT

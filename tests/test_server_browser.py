@@ -25,8 +25,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.bench.serve import free_loopback_port
-from pipeline.core.samples import make_sample_video
+from deepfake_detect.pipeline.bench.serve import free_loopback_port
+from deepfake_detect.pipeline.core.samples import make_sample_video
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p),
                 None)
@@ -53,7 +53,7 @@ def server(tmp_path: Path, weights_dir: Path) -> Iterator[SimpleNamespace]:
     """`deepfake-detect serve` on a free port; yields .url and .log_tail(), then stops it (SIGTERM, then kill)."""
     port = free_loopback_port()
     log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "pipeline", "serve", "--data", str(tmp_path / "data"), "--port", str(port),
+    cmd = [sys.executable, "-m", "deepfake_detect.pipeline", "serve", "--data", str(tmp_path / "data"), "--port", str(port),
            "--weights", str(weights_dir), "--frames", "8"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])

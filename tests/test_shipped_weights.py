@@ -13,11 +13,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.core.config import DEFAULT_WEIGHTS
-from stages.classify import CropClassifier
-from stages.ensemble import CONFIG_FILE, WEIGHTS_FILE, load_detector
-from training.sbi_batches import sbi_pair_crops
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.config import DEFAULT_WEIGHTS
+from deepfake_detect.stages.classify import CropClassifier
+from deepfake_detect.stages.ensemble import CONFIG_FILE, WEIGHTS_FILE, load_detector
+from deepfake_detect.training.sbi_batches import sbi_pair_crops
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_WEIGHTS / CONFIG_FILE).is_file(),
                                 reason="no detector installed in weights/")

@@ -21,20 +21,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.core.samples import make_sample_video, render_sample_frame
-from stages.classify import CropClassifier
-from stages.detect import DetectSettings
-from stages.ensemble import load_detector
-from training.cached import build_sbi_set
-from training.data import FaceSet, extract_all, read_dataset, split_by_identity
-from training.evaluate import fake_original_pairs, shown_path
-from training.metrics import binary_metrics
-from training.recipe import MemberRecipe, PhaseConfig, TrainConfig, load_train_config
-from training.refit import refit_detector
-from training.sbi_batches import FacePool, fixed_sbi_set
-from training.self_blend import self_blend
-from training.train import member_logits, prepare_faces, train
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.samples import make_sample_video, render_sample_frame
+from deepfake_detect.stages.classify import CropClassifier
+from deepfake_detect.stages.detect import DetectSettings
+from deepfake_detect.stages.ensemble import load_detector
+from deepfake_detect.training.cached import build_sbi_set
+from deepfake_detect.training.data import FaceSet, extract_all, read_dataset, split_by_identity
+from deepfake_detect.training.evaluate import fake_original_pairs, shown_path
+from deepfake_detect.training.metrics import binary_metrics
+from deepfake_detect.training.recipe import MemberRecipe, PhaseConfig, TrainConfig, load_train_config
+from deepfake_detect.training.refit import refit_detector
+from deepfake_detect.training.sbi_batches import FacePool, fixed_sbi_set
+from deepfake_detect.training.self_blend import self_blend
+from deepfake_detect.training.train import member_logits, prepare_faces, train
 
 MEMBER = "mobilenetv2_100"
 FRAMES = 4  # frames sampled per video, in training and evaluation alike (same face-cache key)
@@ -279,7 +279,7 @@ def test_quality_baselines_show_a_set_that_image_quality_separates():
     for all, does not (0.5), and the detector's AUC is reported on the same rows."""
     from scipy.stats import spearmanr
 
-    from training.evaluate import quality_baselines
+    from deepfake_detect.training.evaluate import quality_baselines
 
     rows = [{"label": label, "kind": "video", "group": "gen" if label else "none", "score": score,
              "m_confident": 1 - score, "sharpness": sharp, "face_px": 100.0}
@@ -478,7 +478,7 @@ def _textured_set(n: int, blur: float, seed: int) -> FaceSet:
 def test_quality_matched_reals_are_as_sharp_as_the_fakes_they_match():
     """Blurred fakes against reals half sharp, half blurred: drawn at random, half the matching reals
     are sharp (so sharpness would tell the label); matched on quality, every one is blurred."""
-    from stages.face_quality import sharpness
+    from deepfake_detect.stages.face_quality import sharpness
 
     reals = FacePool([(f"sharp{k}", _textured_set(2, 0, k)) for k in range(3)]
                      + [(f"blurred{k}", _textured_set(2, 3.0, 10 + k)) for k in range(3)])
@@ -507,8 +507,8 @@ def test_manifest_region_column_is_read_and_checked(tmp_path):
 
 
 def test_analyzer_region_analyses_only_that_half(weights_dir, clips, tmp_path):
-    from pipeline.core.config import load_config
-    from pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.config import load_config
+    from deepfake_detect.pipeline.core.runner import Analyzer
 
     photo = cv2.resize(cv2.imread(str(clips["photo"])), (300, 225))  # side by side still under MTCNN's 640 px
     side_by_side = tmp_path / "side.png"
@@ -554,8 +554,8 @@ def test_interrupted_run_resumes_after_the_last_finished_member(trained, dataset
 
 
 def test_never_trained_keeps_held_out_reals_and_families_no_training_identity_had(tmp_path):
-    from training.data import MediaItem
-    from training.evaluate import never_trained_items
+    from deepfake_detect.training.data import MediaItem
+    from deepfake_detect.training.evaluate import never_trained_items
 
     def item(name: str, label: int, identity: str, group: str) -> MediaItem:
         return MediaItem(Path(name), label, identity, "train", "video", group)
@@ -573,7 +573,7 @@ def test_feature_hints_reach_every_stage_and_can_be_learned(astronaut_face):
     # feature map with EfficientNet-Lite0's; learning from the hints on one batch lowers their loss
     import timm
 
-    from training.distill import FeatureMatch, _maps_and_logits
+    from deepfake_detect.training.distill import FeatureMatch, _maps_and_logits
 
     torch.manual_seed(0)
     teacher = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()

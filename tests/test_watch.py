@@ -24,15 +24,15 @@ import pytest
 from PIL import Image
 from processes import alive
 
-from pipeline.core.journal import JOURNAL_NAME, Journal
-from pipeline.core.report import load_report
-from pipeline.core.samples import make_sample_video
-from stages.ensemble import create_detector, save_detector
+from deepfake_detect.pipeline.core.journal import JOURNAL_NAME, Journal
+from deepfake_detect.pipeline.core.report import load_report
+from deepfake_detect.pipeline.core.samples import make_sample_video
+from deepfake_detect.stages.ensemble import create_detector, save_detector
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from pipeline.cli import main; main()"]
+CLI = [sys.executable, "-c", "from deepfake_detect.pipeline.cli import main; main()"]
 START_TIMEOUT = 120.0     # imports + model load in the analysis process, on a busy 2-core machine
 FILE_TIMEOUT = 90.0       # one file through the pipeline
 
@@ -416,9 +416,9 @@ def test_a_burst_of_malformed_files_all_end_with_reports(tmp_path, assets):
 
 # -- the crash windows between the finishing steps, in-process (no model needed) -------------------
 def _worker_in_process(tmp_path):
-    from pipeline.core.config import load_config
-    from pipeline.watch.settings import WatchSettings
-    from pipeline.watch.worker import WorkContext, Worker
+    from deepfake_detect.pipeline.core.config import load_config
+    from deepfake_detect.pipeline.watch.settings import WatchSettings
+    from deepfake_detect.pipeline.watch.worker import WorkContext, Worker
 
     inbox, out = (tmp_path / "inbox").resolve(), (tmp_path / "out").resolve()
     inbox.mkdir()
@@ -428,7 +428,7 @@ def _worker_in_process(tmp_path):
 
 
 def _claimed_with_report(worker, path: Path):
-    from pipeline.core.report import AnalysisReport, InputInfo
+    from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo
 
     journal = worker.ctx.journal
     st = path.stat()
@@ -484,8 +484,8 @@ def test_crash_after_move_before_journal_commit_finishes(tmp_path):
 def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path, monkeypatch):
     import threading
 
-    from pipeline.watch.discovery import Discovery
-    from pipeline.watch.settings import WatchSettings
+    from deepfake_detect.pipeline.watch.discovery import Discovery
+    from deepfake_detect.pipeline.watch.settings import WatchSettings
 
     inbox, out = (tmp_path / "inbox").resolve(), (tmp_path / "out").resolve()
     inbox.mkdir()
@@ -500,7 +500,7 @@ def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path, 
     Image.new("RGB", (32, 32), "gray").save(jpeg, "JPEG")
     (inbox / "IMG_0001").write_bytes(jpeg.getvalue())   # no suffix: taken by its content, as analyze does
     (inbox / "README").write_text("not media, no suffix")
-    import pipeline.watch.discovery as discovery
+    import deepfake_detect.pipeline.watch.discovery as discovery
 
     sniffed: list[str] = []
     real_sniff = discovery.looks_like_media
@@ -525,8 +525,8 @@ def test_discovery_queues_quiet_files_refuses_links_and_stops_hashing(tmp_path, 
 def test_closed_analysis_process_refuses_work():
     import threading
 
-    from pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
-    from pipeline.core.config import load_config
+    from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+    from deepfake_detect.pipeline.core.config import load_config
 
     proc = AnalysisProcess(load_config(), False, 1, "worker-1")
     proc.close()      # the daemon's shutdown, while a worker may still be finishing its file
@@ -538,7 +538,7 @@ def test_closed_analysis_process_refuses_work():
 def test_move_across_file_systems_copies_then_removes_the_source(tmp_path, monkeypatch):
     import errno
 
-    import pipeline.watch.file_moves as watch_module
+    import deepfake_detect.pipeline.watch.file_moves as watch_module
 
     src, dest = tmp_path / "in" / "clip.mp4", tmp_path / "elsewhere" / "sub" / "clip.mp4"
     src.parent.mkdir()

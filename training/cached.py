@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from stages.classify import shrink_detail
-from stages.face_quality import sharpness
-from training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
-from training.metrics import binary_metrics
-from training.sbi_batches import FacePool, face_crop, normalise, sbi_pair_crops
+from deepfake_detect.stages.classify import shrink_detail
+from deepfake_detect.stages.face_quality import sharpness
+from deepfake_detect.training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
+from deepfake_detect.training.metrics import binary_metrics
+from deepfake_detect.training.sbi_batches import FacePool, face_crop, normalise, sbi_pair_crops
 
 if TYPE_CHECKING:
     from timm.models.efficientnet import EfficientNet

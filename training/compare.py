@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from training.evaluate import fake_original_pairs, family_slices
-from training.metrics import paired_auc_difference
+from deepfake_detect.training.evaluate import fake_original_pairs, family_slices
+from deepfake_detect.training.metrics import paired_auc_difference
 
 
 def _slices(rows: list[dict]) -> dict[str, list[dict]]:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.crop import REGIONS, crop_face, crop_region, crop_square
-from stages.decode import IMAGE_SUFFIXES, MEDIA_SUFFIXES, DecodeLimits, MediaError, Sampling, open_media
-from stages.detect import Face, FaceDetector
+from deepfake_detect.stages.crop import REGIONS, crop_face, crop_region, crop_square
+from deepfake_detect.stages.decode import IMAGE_SUFFIXES, MEDIA_SUFFIXES, DecodeLimits, MediaError, Sampling, open_media
+from deepfake_detect.stages.detect import Face, FaceDetector
 
 CONTEXT_MARGIN = 1.0   # context crop = face box enlarged 2x
 CONTEXT_SIZE = 320
@@ -164,7 +164,7 @@ def _with_landmarks68(face_set: FaceSet, cache: Path) -> FaceSet:
     """The face set with its 68-point landmarks, computed once from the cached context crops and
     stored in the same cache entry (no decoding or face detection again)."""
     if face_set.landmarks68 is None:
-        from training.landmarks68 import landmarks68
+        from deepfake_detect.training.landmarks68 import landmarks68
 
         face_set.landmarks68 = (landmarks68(face_set.contexts, face_set.boxes) if len(face_set)
                                 else np.zeros((0, 68, 2), np.float32))

@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 from timm.models.efficientnet import EfficientNet
 from torch import nn
 
-from training.augment import build_train_transform
-from training.cached import lr_schedule
-from training.recipe import MEAN, STD, Log, TrainConfig
-from training.sbi_batches import FacePool, normalise
+from deepfake_detect.training.augment import build_train_transform
+from deepfake_detect.training.cached import lr_schedule
+from deepfake_detect.training.recipe import MEAN, STD, Log, TrainConfig
+from deepfake_detect.training.sbi_batches import FacePool, normalise
 
 
 class FeatureMatch(nn.Module):

@@ -28,9 +28,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from stages.aggregate import TRACK_STRATEGIES, AggregateSettings
-from training.data import MediaItem, load_split, read_dataset
-from training.metrics import binary_metrics, bootstrap_auc_interval, save_plots
+from deepfake_detect.stages.aggregate import TRACK_STRATEGIES, AggregateSettings, most_fake
+from deepfake_detect.training.data import MediaItem, load_split, read_dataset
+from deepfake_detect.training.metrics import binary_metrics, bootstrap_auc_interval, save_plots
 
 Log = Callable[[str], None]
 
@@ -106,7 +106,7 @@ def _item_scores(report: ReportLike, names: list[str], settings: AggregateSettin
         for strategy, fn in TRACK_STRATEGIES.items():
             per_track = [fn(np.array([f.score if name == "ensemble" else f.member_scores[name] for f in t.faces]),
                             settings) for t in counted]
-            out[f"{name}_{strategy}"] = max(per_track)
+            out[f"{name}_{strategy}"] = most_fake(per_track)
     return out
 
 

@@ -24,7 +24,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from stages.face_quality import sharpness
+from deepfake_detect.stages.face_quality import sharpness
 
 
 def _as_arrays(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

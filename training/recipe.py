@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge, Gt, Interval
 
-from training.augment import DEFAULT_ZOOM_MIN_AREA
-from training.cached import RealMatch, Schedule
+from deepfake_detect.training.augment import DEFAULT_ZOOM_MIN_AREA
+from deepfake_detect.training.cached import RealMatch, Schedule
 
 Log = Callable[[str], None]
 
@@ -116,7 +116,7 @@ def ensemble_member_name(name: str, replica: TrainConfig, replicas: int) -> str:
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     """configs/train.yaml -> TrainConfig, every value checked (type, range, choices) by the same
     loader as the analysis settings; `overrides` are top-level keys (e.g. out, data)."""
-    from stages.settings import load_settings, read_yaml
+    from deepfake_detect.stages.settings import load_settings, read_yaml
 
     data = read_yaml(Path(path))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.ensemble import CONFIG_FILE, load_detector, save_detector
-from training.data import SPLIT_FILE, load_split, split_by_identity
-from training.recipe import Log, TrainConfig, split_seed
-from training.train import assemble_detector, face_pools, prepare_faces, validation_set
+from deepfake_detect.stages.ensemble import CONFIG_FILE, load_detector, save_detector
+from deepfake_detect.training.data import SPLIT_FILE, load_split, split_by_identity
+from deepfake_detect.training.recipe import Log, TrainConfig, split_seed
+from deepfake_detect.training.train import assemble_detector, face_pools, prepare_faces, validation_set
 
 
 def refit_detector(source: Path, cfg: TrainConfig, cache_dir: Path, log: Log = print) -> Path:

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.cached import build_sbi_set
-from training.recipe import TrainConfig, split_seed
-from training.sbi_batches import FacePool
+from deepfake_detect.training.cached import build_sbi_set
+from deepfake_detect.training.recipe import TrainConfig, split_seed
+from deepfake_detect.training.sbi_batches import FacePool
 
 SET_SEED_STRIDE = 7919  # a prime far from the small seed offsets (+1..+4) the run's other draws use
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from stages.detect import crop_face
-from training.data import FaceSet
-from training.self_blend import self_blend_pair
+from deepfake_detect.stages.detect import crop_face
+from deepfake_detect.training.data import FaceSet
+from deepfake_detect.training.self_blend import self_blend_pair
 
 
 class FacePool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from training.face_hulls import hull_mask68
+from deepfake_detect.training.face_hulls import hull_mask68
 
 # SBI draws the blend ratio from this list: full-strength blends dominate, partial ones teach the
 # model that a faint ghost of the source is also a fake.

@@ -26,16 +26,16 @@ from scipy.special import expit
 from timm.models.efficientnet import EfficientNet
 from torch import nn
 
-from stages.classify import to_model_input
-from stages.detect import DetectSettings, FaceDetector
-from stages.ensemble import MEMBER_REGISTRY, DetectorConfig, EnsembleDetector, create_member, save_detector
-from training.augment import build_train_transform
-from training.cached import LateBlocks, early_features, lr_schedule, train_late_blocks
-from training.calibrate import apply_calibration, fit_calibration
-from training.data import SPLIT_FILE, FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
-from training.distill import distill_backbone
-from training.metrics import best_threshold, binary_metrics, sharpness_by_label
-from training.recipe import (
+from deepfake_detect.stages.classify import to_model_input
+from deepfake_detect.stages.detect import DetectSettings, FaceDetector
+from deepfake_detect.stages.ensemble import MEMBER_REGISTRY, DetectorConfig, EnsembleDetector, create_member, save_detector
+from deepfake_detect.training.augment import build_train_transform
+from deepfake_detect.training.cached import LateBlocks, early_features, lr_schedule, train_late_blocks
+from deepfake_detect.training.calibrate import apply_calibration, fit_calibration
+from deepfake_detect.training.data import SPLIT_FILE, FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
+from deepfake_detect.training.distill import distill_backbone
+from deepfake_detect.training.metrics import best_threshold, binary_metrics, sharpness_by_label
+from deepfake_detect.training.recipe import (
     MEAN,
     STD,
     Log,
@@ -47,8 +47,8 @@ from training.recipe import (
     replica_configs,
     split_seed,
 )
-from training.run_cache import Checkpoints, cached_sbi_set, pool_digest
-from training.sbi_batches import FacePool, fixed_face_set, fixed_sbi_set, sbi_batch
+from deepfake_detect.training.run_cache import Checkpoints, cached_sbi_set, pool_digest
+from deepfake_detect.training.sbi_batches import FacePool, fixed_face_set, fixed_sbi_set, sbi_batch
 
 
 def load_backbone(model: nn.Module, path: str | Path) -> list[str]:

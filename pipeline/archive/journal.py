@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.journal import Entry, Journal
+from deepfake_detect.pipeline.core.journal import Entry, Journal
 
 JOURNAL_NAME = "analyze-journal.sqlite"
 LOCK_NAME = "analyze-journal.lock"

@@ -29,19 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pipeline import __version__
-from pipeline.archive.journal import JOURNAL_NAME, BatchJournal, BatchLockedError, batch_lock
-from pipeline.core.errors import CommandError
-from pipeline.core.journal import Entry, display_path
-from pipeline.core.report import AnalysisReport, InputInfo, load_report
-from pipeline.core.threads import ThreadPolicy, available_cores, thread_policy
-from pipeline.core.writers import ReportFiles, claim_output_paths
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.archive.journal import JOURNAL_NAME, BatchJournal, BatchLockedError, batch_lock
+from deepfake_detect.pipeline.core.errors import CommandError
+from deepfake_detect.pipeline.core.journal import Entry, display_path
+from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, load_report
+from deepfake_detect.pipeline.core.threads import ThreadPolicy, available_cores, thread_policy
+from deepfake_detect.pipeline.core.writers import ReportFiles, claim_output_paths
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.report import ReportVerdict
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.report import ReportVerdict
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class _Item:
 
 def check_detector(config: AnalysisConfig) -> None:
     """Refuse a missing, damaged or untrained detector here, before a cluster starts for nothing."""
-    from stages.ensemble import DetectorError, load_verified_config
+    from deepfake_detect.stages.ensemble import DetectorError, load_verified_config
 
     try:
         detector = load_verified_config(config.weights)
@@ -269,7 +269,7 @@ class _Run:
         """The workers, each with its detector loaded, and how to start one more (for a timed-out one)."""
         import ray
 
-        from pipeline.archive.ray_worker import AnalysisWorker
+        from deepfake_detect.pipeline.archive.ray_worker import AnalysisWorker
 
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         shape = worker_shape(nodes, requested, self.config.threads, self.config.device)
@@ -298,7 +298,7 @@ class _Run:
         import ray
         from ray.exceptions import RayActorError
 
-        from pipeline.archive.ray_worker import Task
+        from deepfake_detect.pipeline.archive.ray_worker import Task
 
         queue = deque(todo)
         idle = list(workers)

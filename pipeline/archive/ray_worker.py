@@ -22,9 +22,9 @@ CRASH_ON_ENV = "DEEPFAKE_DETECT_TEST_CRASH_ON"
 HANG_ON_ENV = "DEEPFAKE_DETECT_TEST_HANG_ON"
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.report import AnalysisReport
-    from pipeline.core.threads import ThreadPolicy
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.report import AnalysisReport
+    from deepfake_detect.pipeline.core.threads import ThreadPolicy
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class AnalysisWorker:
         (the annotated video is on by default for a single input only)."""
         import ray
 
-        from pipeline.core.outputs import build_output_writers
-        from pipeline.core.runner import Analyzer
+        from deepfake_detect.pipeline.core.outputs import build_output_writers
+        from deepfake_detect.pipeline.core.runner import Analyzer
 
         self.analyzer = Analyzer(config, threads=threads)
         self.analyzer.outputs = build_output_writers(config.render, n_inputs=n_inputs)

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.bench.measure import timed_analysis
+from deepfake_detect.pipeline.bench.measure import timed_analysis
 
 if TYPE_CHECKING:
-    from pipeline.core.report import AnalysisReport
-    from pipeline.core.runner import Analyzer
-    from stages.aggregate import FaceScore
+    from deepfake_detect.pipeline.core.report import AnalysisReport
+    from deepfake_detect.pipeline.core.runner import Analyzer
+    from deepfake_detect.stages.aggregate import FaceScore
 
 
 def _faces_by_frame(report: AnalysisReport) -> dict[int, list[FaceScore]]:
-    from pipeline.core.outputs import all_faces
+    from deepfake_detect.pipeline.core.outputs import all_faces
 
     faces: dict[int, list[FaceScore]] = defaultdict(list)
     for face in all_faces(report):

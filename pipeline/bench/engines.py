@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.bench.measure import BenchError
+from deepfake_detect.pipeline.bench.measure import BenchError
 
 if TYPE_CHECKING:
-    from pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.runner import Analyzer
 
 ENGINE_FILES = 6
 RAY_WORKERS = (1, 2)
@@ -41,7 +41,7 @@ def engine_clips(clip: Path, work: Path, n: int) -> list[Path]:
 
 
 def _local(analyzer: Analyzer, files: list[Path], out: Path) -> dict[str, Any]:
-    from pipeline.core.writers import ReportFiles, claim_output_paths
+    from deepfake_detect.pipeline.core.writers import ReportFiles, claim_output_paths
 
     report_files = ReportFiles(out)
     claimed: set[Path] = set()
@@ -59,8 +59,8 @@ def _local(analyzer: Analyzer, files: list[Path], out: Path) -> dict[str, Any]:
 
 
 def _ray(analyzer: Analyzer, files: list[Path], out: Path, workers: int) -> dict[str, Any]:
-    from pipeline.archive.ray_engine import RaySettings, run_on_ray
-    from pipeline.core.errors import CommandError
+    from deepfake_detect.pipeline.archive.ray_engine import RaySettings, run_on_ray
+    from deepfake_detect.pipeline.core.errors import CommandError
 
     config = dataclasses.replace(analyzer.config, render=dataclasses.replace(analyzer.config.render, enabled="off"))
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.core.report import AnalysisReport
-    from pipeline.core.runner import Analyzer
-    from stages.decode import Sampling
+    from deepfake_detect.pipeline.core.report import AnalysisReport
+    from deepfake_detect.pipeline.core.runner import Analyzer
+    from deepfake_detect.stages.decode import Sampling
 
 
 class BenchError(Exception):
@@ -72,7 +72,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def make_clip(folder: Path, seconds: float, size: tuple[int, int]) -> Path:
     """The bench's synthetic clip: one moving, scaling face and a tone, 30 frames/s."""
-    from pipeline.core.samples import make_sample_video
+    from deepfake_detect.pipeline.core.samples import make_sample_video
 
     width, height = size
     return make_sample_video(folder / f"bench_{height}p_{seconds:g}s.mp4", seconds, 30.0, size, faces=1, audio=True)
@@ -80,7 +80,7 @@ def make_clip(folder: Path, seconds: float, size: tuple[int, int]) -> Path:
 
 def loop_clip(source: Path, target: Path, times: int) -> Path:
     """`source` played `times` times, by stream copy: a long clip in seconds, without re-encoding."""
-    from stages.render import ffmpeg_exe
+    from deepfake_detect.stages.render import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-stream_loop", str(times - 1), "-i", str(source),
                     "-c", "copy", str(target)], check=True, stdin=subprocess.DEVNULL)
@@ -116,8 +116,8 @@ class ClipResult:
 
 def bench_clip(analyzer: Analyzer, path: Path, sampling: Sampling, render_dir: Path | None, kind: str) -> ClipResult:
     """Decode-only vs full analysis time, peak memory and (with `render_dir`) render speed of one clip."""
-    from pipeline.core.outputs import render_input
-    from stages.decode import open_media
+    from deepfake_detect.pipeline.core.outputs import render_input
+    from deepfake_detect.stages.decode import open_media
 
     limits = analyzer.config.limits
     mem = PeakMemory()

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.bench.measure import BenchError
+from deepfake_detect.pipeline.bench.measure import BenchError
 
 if TYPE_CHECKING:
-    from pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.runner import Analyzer
 
 
 def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str, Any]:
@@ -26,8 +26,8 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
     import torch
     from facenet_pytorch import MTCNN
 
-    from stages.classify import detector_input
-    from stages.crop import crop_face
+    from deepfake_detect.stages.classify import detector_input
+    from deepfake_detect.stages.crop import crop_face
 
     model = analyzer.model.eval()
     cfg = model.config

@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.bench.measure import BenchError
+from deepfake_detect.pipeline.bench.measure import BenchError
 
 if TYPE_CHECKING:
-    from pipeline.core.analysis_process import AnalysisProcess
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.report import AnalysisReport
+    from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.report import AnalysisReport
 
 # The two-at-once target: both finishing within 2.2x one alone (issue 16).
 CONCURRENT_TARGET = 2.2
@@ -30,9 +30,9 @@ PROCESS_TIMEOUT_S = 900.0
 
 def cli_command() -> list[str]:
     """How to start the CLI: the console script installed beside this interpreter (what users run),
-    else `python -m pipeline`."""
+    else `python -m deepfake_detect.pipeline`."""
     script = Path(sys.executable).with_name("deepfake-detect")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "deepfake_detect.pipeline"]
 
 
 def time_process(argv: Sequence[str], ok_codes: Sequence[int] = (0,)) -> float:
@@ -93,8 +93,8 @@ def analyses_in_processes(config: AnalysisConfig, clip: Path, n: int) -> dict[st
     """`n` analysis processes, each with thread_policy(concurrent=n)'s share, analysing `clip` at the
     same time. Timed once all have loaded the model and analysed the clip once untimed (as the
     in-process warm analysis is)."""
-    from pipeline.core.analysis_process import AnalysisProcess
-    from pipeline.core.threads import thread_policy
+    from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess
+    from deepfake_detect.pipeline.core.threads import thread_policy
 
     policy = thread_policy(concurrent=n)
     procs = [AnalysisProcess(config, render=False, threads=policy.compute, name=f"bench analysis {i + 1}")

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from pipeline.bench.measure import BenchError, bench_clip, loop_clip, make_clip, parse_size, sampling_of
-from pipeline.core.errors import CommandError
+from deepfake_detect.pipeline.bench.measure import BenchError, bench_clip, loop_clip, make_clip, parse_size, sampling_of
+from deepfake_detect.pipeline.core.errors import CommandError
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.runner import Analyzer
-    from stages.ensemble import EnsembleDetector
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.runner import Analyzer
+    from deepfake_detect.stages.ensemble import EnsembleDetector
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ class BenchPlan:
 def load_bench_detector(weights: str | None, work: Path) -> tuple[EnsembleDetector, Path, str]:
     """(detector, its folder, a note). With no detector installed, random weights saved in `work`:
     speed does not depend on the weights' values, and the child processes need a folder to load."""
-    from pipeline.core.config import DEFAULT_WEIGHTS
-    from stages.ensemble import DetectorError, create_detector, load_detector, save_detector
+    from deepfake_detect.pipeline.core.config import DEFAULT_WEIGHTS
+    from deepfake_detect.stages.ensemble import DetectorError, create_detector, load_detector, save_detector
 
     folder = Path(weights or DEFAULT_WEIGHTS)
     try:
@@ -74,7 +74,7 @@ def load_bench_detector(weights: str | None, work: Path) -> tuple[EnsembleDetect
 
 def bench_config(plan: BenchPlan, weights: Path) -> AnalysisConfig:
     """The settings `analyze` would use (configs/default.yaml) with the bench's device and sampling."""
-    from pipeline.core.config import ConfigError, load_config
+    from deepfake_detect.pipeline.core.config import ConfigError, load_config
 
     try:
         return load_config(None, {"device": plan.device, "backend": plan.backend, "weights": str(weights),
@@ -84,7 +84,7 @@ def bench_config(plan: BenchPlan, weights: Path) -> AnalysisConfig:
 
 
 def analyzer_for(config: AnalysisConfig, model: EnsembleDetector) -> Analyzer:
-    from pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.runner import Analyzer
 
     try:
         return Analyzer(config, model=model)
@@ -94,8 +94,8 @@ def analyzer_for(config: AnalysisConfig, model: EnsembleDetector) -> Analyzer:
 
 def no_loss_check(analyzer: Analyzer, other: Analyzer, clips: list[Path]) -> dict[str, Any]:
     """Both backends on `clips`: the bench's own analyzer and `other`, one of the other backend."""
-    from pipeline.bench.backends import compare_backends
-    from stages.decode import Sampling
+    from deepfake_detect.pipeline.bench.backends import compare_backends
+    from deepfake_detect.stages.decode import Sampling
 
     with sampling_of(other, Sampling("count", 2)):
         other.analyze(clips[0])  # warm-up, as the bench's analyzer had
@@ -114,9 +114,9 @@ def _load_average() -> float | None:
 def run_bench(plan: BenchPlan, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     import platform
 
-    from pipeline.bench.naive import naive_loop
-    from pipeline.bench.processes import cold_cli, two_at_once
-    from stages.decode import Sampling, open_media
+    from deepfake_detect.pipeline.bench.naive import naive_loop
+    from deepfake_detect.pipeline.bench.processes import cold_cli, two_at_once
+    from deepfake_detect.stages.decode import Sampling, open_media
 
     load_start = _load_average()
     model, weights, note = load_bench_detector(plan.weights, work)
@@ -174,7 +174,7 @@ def run_bench(plan: BenchPlan, work: Path, say: Callable[[str], None]) -> dict[s
     if plan.concurrent:
         result["concurrent"] = two_at_once(config, base)
     if plan.engines:
-        from pipeline.bench.engines import engines_bench
+        from deepfake_detect.pipeline.bench.engines import engines_bench
 
         try:
             result["engines"] = engines_bench(analyzer, base, work, say)
@@ -236,7 +236,7 @@ def stdout_reserved(reserve: bool) -> Iterator[None]:
 def bench(weights, device, backend, threads, seconds, size, frames, hd_seconds, hd_size, long_minutes, render, naive,
           compare_backends, cold, cold_runs, concurrent, engines, as_json, json_out, workdir) -> None:
     """Measure analysis speed and memory on generated clips, against a naive loop and cold processes."""
-    from pipeline.bench.tables import print_tables
+    from deepfake_detect.pipeline.bench.tables import print_tables
 
     try:
         plan = BenchPlan(weights=weights, device=device, backend=backend, threads=threads, seconds=seconds,

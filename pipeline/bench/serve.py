@@ -24,8 +24,8 @@ from typing import Any
 
 import click
 
-from pipeline.bench.measure import PeakMemory
-from pipeline.core.errors import CommandError
+from deepfake_detect.pipeline.bench.measure import PeakMemory
+from deepfake_detect.pipeline.core.errors import CommandError
 
 START_TIMEOUT_S = 600.0    # server start: imports and one model load per worker
 POLL_S = 0.5
@@ -131,7 +131,7 @@ def _own_server(workers: int, server_args: list[str], folder: Path) -> Iterator[
     """`deepfake-detect serve` on a free loopback port with its own data folder; stopped (SIGTERM) after."""
     import httpx
 
-    from pipeline.bench.processes import cli_command
+    from deepfake_detect.pipeline.bench.processes import cli_command
 
     port = free_loopback_port()
     log_path = folder / "server.log"
@@ -170,7 +170,7 @@ def run_bench(clients: int, url: str | None, seconds: float, size: tuple[int, in
               api_key: str | None, workers: int, server_args: list[str], timeout_s: float) -> BenchResult:
     import numpy as np
 
-    from pipeline.core.samples import make_sample_video
+    from deepfake_detect.pipeline.core.samples import make_sample_video
 
     headers = {"X-API-Key": api_key} if api_key else {}
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
@@ -224,7 +224,7 @@ def serve_bench(clients, url, seconds, size, frames, render, api_key, timeout, w
     """Load-test the server: CLIENTS upload a clip each at once and wait for their jobs.
 
     Without --url it starts `deepfake-detect serve` itself (and reports its peak memory)."""
-    from pipeline.bench.measure import BenchError, parse_size
+    from deepfake_detect.pipeline.bench.measure import BenchError, parse_size
 
     try:
         frame_size = parse_size(size)

@@ -9,13 +9,13 @@ import logging
 
 import click
 
-from pipeline import __version__
-from pipeline.bench.run import bench
-from pipeline.bench.serve import serve_bench
-from pipeline.cli.analyze import analyze, info, sample
-from pipeline.cli.serve import serve
-from pipeline.cli.training import compare, evaluate, refit, train
-from pipeline.cli.watch import watch
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.bench.run import bench
+from deepfake_detect.pipeline.bench.serve import serve_bench
+from deepfake_detect.pipeline.cli.analyze import analyze, info, sample
+from deepfake_detect.pipeline.cli.serve import serve
+from deepfake_detect.pipeline.cli.training import compare, evaluate, refit, train
+from deepfake_detect.pipeline.cli.watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from pipeline import __version__
-from pipeline.cli.common import analysis_options, config_from_options, make_analyzer
-from pipeline.core.errors import EXIT_FAILED, EXIT_FAKE, EXIT_REAL, EXIT_UNSURE, CommandError
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.cli.common import analysis_options, config_from_options, make_analyzer
+from deepfake_detect.pipeline.core.errors import EXIT_FAILED, EXIT_FAKE, EXIT_REAL, EXIT_UNSURE, CommandError
 
 # photo formats OpenCV writes (the sample photo is encoded with it)
 SAMPLE_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 if TYPE_CHECKING:  # the report and config modules are imported when a command runs
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.report import AnalysisReport
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.report import AnalysisReport
 
 
 def exit_code(reports: list[AnalysisReport]) -> int:
@@ -45,7 +45,7 @@ def summary_table(reports: list[AnalysisReport]) -> str:
 
 def problem_reports(problems: list[tuple[str, str]]) -> list[AnalysisReport]:
     """Error reports for what gave no input (a missing path, an empty folder), each said on stderr."""
-    from pipeline.core.report import AnalysisReport, InputInfo
+    from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo
 
     reports = [AnalysisReport(input=InputInfo(path=item), verdict="error", errors=[why]) for item, why in problems]
     for report in reports:
@@ -55,7 +55,7 @@ def problem_reports(problems: list[tuple[str, str]]) -> list[AnalysisReport]:
 
 def echo_json(report: AnalysisReport, many: bool, file: TextIO | None = None) -> None:
     """`--json`: the report on stdout; one document per line when there are several inputs."""
-    from pipeline.core.writers import report_json
+    from deepfake_detect.pipeline.core.writers import report_json
 
     click.echo(report_json(report).replace("\n", "") if many else report_json(report), nl=False, file=file)
     if many:
@@ -66,11 +66,11 @@ def analyze_locally(config: AnalysisConfig, files: list[Path], out: Path | None,
     """`--engine local`: one loaded detector analyses the inputs one after another in this process."""
     from tqdm import tqdm
 
-    from pipeline.core.writers import ReportFiles, claim_output_paths
+    from deepfake_detect.pipeline.core.writers import ReportFiles, claim_output_paths
 
     analyzer = make_analyzer(config)
     if out is not None:
-        from pipeline.core.outputs import build_output_writers
+        from deepfake_detect.pipeline.core.outputs import build_output_writers
 
         analyzer.outputs = build_output_writers(config.render, n_inputs=len(files))
     report_files = ReportFiles(out) if out else None
@@ -98,7 +98,7 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
     """`--engine ray`: whole files on a Ray cluster's workers (pipeline/archive/ray_engine.py)."""
     from contextlib import redirect_stdout
 
-    from pipeline.archive.ray_engine import RaySettings, run_on_ray
+    from deepfake_detect.pipeline.archive.ray_engine import RaySettings, run_on_ray
 
     stdout = sys.stdout
     # Ray prints its workers' deaths on stdout; stdout keeps --json's reports alone
@@ -143,7 +143,7 @@ def analyze(paths, from_list, out_dir, as_json, render, render_scale, engine, ra
     Exit status: 0 all real, 1 at least one fake, 2 at least one input failed (and none fake),
     3 otherwise when an input was inconclusive or had no face.
     """
-    from pipeline.core.inputs import expand_inputs, read_path_list
+    from deepfake_detect.pipeline.core.inputs import expand_inputs, read_path_list
 
     render_mode = None if render is None else ("on" if render else "off")
     config = config_from_options(**options, **{"render.enabled": render_mode, "render.scale": render_scale})
@@ -182,12 +182,12 @@ def info(weights: str | None, device: str) -> None:
 
     import torch
 
-    from pipeline.core.config import DEFAULT_WEIGHTS
-    from pipeline.core.model_cache import cache_dir
-    from pipeline.core.runner import resolve_backend
-    from pipeline.core.threads import thread_policy
-    from stages.classify import pick_device
-    from stages.ensemble import WEIGHTS_FILE, DetectorError, file_sha256, load_detector_config
+    from deepfake_detect.pipeline.core.config import DEFAULT_WEIGHTS
+    from deepfake_detect.pipeline.core.model_cache import cache_dir
+    from deepfake_detect.pipeline.core.runner import resolve_backend
+    from deepfake_detect.pipeline.core.threads import thread_policy
+    from deepfake_detect.stages.classify import pick_device
+    from deepfake_detect.stages.ensemble import WEIGHTS_FILE, DetectorError, file_sha256, load_detector_config
 
     def installed(package: str) -> str:
         try:
@@ -231,8 +231,8 @@ def info(weights: str | None, device: str) -> None:
 @click.option("--audio/--no-audio", default=True, show_default=True, help="Add a test tone.")
 def sample(path: str, seconds: float, faces: int, size: str, audio: bool) -> None:
     """Make a sample clip with a moving face (or a photo, by suffix) to try the detector on."""
-    from pipeline.core.samples import make_sample_photo, make_sample_video
-    from stages.decode import IMAGE_SUFFIXES
+    from deepfake_detect.pipeline.core.samples import make_sample_photo, make_sample_video
+    from deepfake_detect.stages.decode import IMAGE_SUFFIXES
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))

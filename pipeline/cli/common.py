@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pipeline.core.errors import CommandError
+from deepfake_detect.pipeline.core.errors import CommandError
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.runner import Analyzer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,7 +61,7 @@ def config_from_options(config_file: str | None, sets: tuple[str, ...], frames: 
                         **extra: Any) -> AnalysisConfig:
     """The analysis settings from `analysis_options` (plus dotted `extra` keys), checked whole
     before anything heavy loads: a wrong setting is one line naming its key."""
-    from pipeline.core.config import ConfigError, load_config, parse_set_option
+    from deepfake_detect.pipeline.core.config import ConfigError, load_config, parse_set_option
 
     overrides = {"aggregate.threshold": threshold, "device": device, "weights": weights, "batch_size": batch_size,
                  "backend": backend, "threads": threads,
@@ -76,8 +76,8 @@ def config_from_options(config_file: str | None, sets: tuple[str, ...], frames: 
 
 def make_analyzer(config: AnalysisConfig) -> Analyzer:
     """Load the detector once for a command; a missing, damaged or untrained one is a CommandError."""
-    from pipeline.core.runner import Analyzer
-    from stages.ensemble import DetectorError
+    from deepfake_detect.pipeline.core.runner import Analyzer
+    from deepfake_detect.stages.ensemble import DetectorError
 
     try:
         return Analyzer(config)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import CommandError, analysis_options, config_from_options
+from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, config_from_options
 
 
 @click.command()
@@ -46,7 +46,7 @@ def serve(host, port, data_dir, workers, api_key_file, max_upload_mb, retention_
     config = config_from_options(**options, **{"render.scale": render_scale})
     if render is None:  # from the settings (configs/default.yaml, --config, --set): "off" turns it off
         render = config.render.enabled != "off"
-    from pipeline.server.app import read_key_file
+    from deepfake_detect.pipeline.server.app import read_key_file
 
     try:
         keys = read_key_file(Path(api_key_file)) if api_key_file else frozenset()
@@ -55,15 +55,15 @@ def serve(host, port, data_dir, workers, api_key_file, max_upload_mb, retention_
 
     import uvicorn
 
-    from pipeline.core.analysis_process import WorkerStartError
-    from pipeline.server.app import create_app
-    from pipeline.server.jobs import JobRunner, ServeSettings
+    from deepfake_detect.pipeline.core.analysis_process import WorkerStartError
+    from deepfake_detect.pipeline.server.app import create_app
+    from deepfake_detect.pipeline.server.jobs import JobRunner, ServeSettings
 
     settings = ServeSettings(data=Path(data_dir).resolve(), workers=workers, max_upload_bytes=int(max_upload_mb * 1024**2),
                              retention_s=retention_days * 86400, queue_size=queue_size, job_timeout_s=job_timeout,
                              render=render, api_key_hashes=keys, cors_origins=tuple(cors_origins))
     debug = logging.getLogger().isEnabledFor(logging.DEBUG)
-    logging.getLogger("pipeline.server").setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("deepfake_detect.pipeline.server").setLevel(logging.DEBUG if debug else logging.INFO)
     runner = JobRunner(settings, config, debug=debug)
     try:
         # the models load before the port opens: a detector that does not load is one line, exit 2

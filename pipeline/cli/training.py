@@ -7,7 +7,7 @@ from typing import cast
 
 import click
 
-from pipeline.cli.common import CommandError, analysis_options, config_from_options, make_analyzer
+from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, config_from_options, make_analyzer
 
 
 @click.command()
@@ -19,8 +19,8 @@ from pipeline.cli.common import CommandError, analysis_options, config_from_opti
 @click.option("--install", is_flag=True, help="Copy the trained detector into weights/ when done.")
 def train(config_file: str, data: str | None, out: str | None, cache: str, install: bool) -> None:
     """Train the ensemble on self-blended pseudo-fakes of real faces."""
-    from training.recipe import load_train_config
-    from training.train import train as run_training
+    from deepfake_detect.training.recipe import load_train_config
+    from deepfake_detect.training.train import train as run_training
 
     try:
         cfg = load_train_config(config_file, {"data": data, "out": out})
@@ -47,9 +47,9 @@ def train(config_file: str, data: str | None, out: str | None, cache: str, insta
 def refit(source: str, config_file: str, data: str | None, out: str | None, cache: str, install: bool) -> None:
     """Fit a trained detector's combiner, calibration and threshold again on its training holdout,
     keeping its members: for a recipe setting that changes what they see at analysis (detail_size)."""
-    from stages.ensemble import DetectorError
-    from training.recipe import load_train_config
-    from training.refit import refit_detector
+    from deepfake_detect.stages.ensemble import DetectorError
+    from deepfake_detect.training.recipe import load_train_config
+    from deepfake_detect.training.refit import refit_detector
 
     try:
         cfg = load_train_config(config_file, {"data": data, "out": out})
@@ -64,8 +64,8 @@ def refit(source: str, config_file: str, data: str | None, out: str | None, cach
 
 
 def _install(folder: Path) -> None:
-    from pipeline.core.config import DEFAULT_WEIGHTS
-    from training.data import SPLIT_FILE
+    from deepfake_detect.pipeline.core.config import DEFAULT_WEIGHTS
+    from deepfake_detect.training.data import SPLIT_FILE
 
     if folder.resolve() == DEFAULT_WEIGHTS.resolve():  # --out weights: already there
         return
@@ -91,8 +91,8 @@ def evaluate(data: str, splits: tuple[str, ...], holdout: str | None, never_trai
     labelled DATA (a manifest TSV or a folder with real/ and fake/): per frame, item, video, generator
     family and fake/original pair. Every file is scored by the same pipeline as `analyze`, with the
     same options."""
-    from training.evaluate import data_root, never_trained_items, select_items, summary_lines
-    from training.evaluate import evaluate as run_evaluation
+    from deepfake_detect.training.evaluate import data_root, never_trained_items, select_items, summary_lines
+    from deepfake_detect.training.evaluate import evaluate as run_evaluation
 
     if holdout and never_trained:
         raise CommandError("--holdout adds held-out reals, --never-trained keeps only unseen items: give one of them")
@@ -128,7 +128,7 @@ def compare(metrics_a: str, metrics_b: str, column_a: str, column_b: str, resamp
     both), overall, for videos, photos and each generator family."""
     import json
 
-    from training.compare import Resample, compare_evaluations, comparison_lines
+    from deepfake_detect.training.compare import Resample, compare_evaluations, comparison_lines
 
     try:
         a, b = (json.loads(Path(p).read_text()) for p in (metrics_a, metrics_b))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import CommandError, analysis_options, config_from_options
+from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, config_from_options
 
 
 @click.command()
@@ -48,15 +48,15 @@ def watch(inbox, out_dir, processed, keep, failed, render, render_scale, workers
     """
     out = Path(out_dir)
     if show_status:  # a monitoring check: only the status file is read, nothing heavy is imported
-        from pipeline.watch.status import format_status, read_status
+        from deepfake_detect.pipeline.watch.status import format_status, read_status
 
         st = read_status(out)
         click.echo(json.dumps(st, indent=2, ensure_ascii=False) if as_json else format_status(st))
         sys.exit(0 if st["alive"] else 1)
-    from pipeline.core.analysis_process import WorkerStartError
-    from pipeline.watch.daemon import WatchDaemon, log, parse_size
-    from pipeline.watch.file_moves import is_within
-    from pipeline.watch.settings import WatchSettings
+    from deepfake_detect.pipeline.core.analysis_process import WorkerStartError
+    from deepfake_detect.pipeline.watch.daemon import WatchDaemon, log, parse_size
+    from deepfake_detect.pipeline.watch.file_moves import is_within
+    from deepfake_detect.pipeline.watch.settings import WatchSettings
 
     if inbox is None:
         raise CommandError("give the INBOX folder to watch (or --status)")

@@ -27,13 +27,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.report import ModelInfo
+from deepfake_detect.pipeline.core.report import ModelInfo
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.core.runner import Progress
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.runner import Progress
 
 READY_TIMEOUT_S = 600.0   # model load in a fresh analysis process
 
@@ -60,9 +60,9 @@ def _analysis_process(conn: Connection, config: AnalysisConfig, render: bool, th
     _die_with_parent(parent_pid)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from pipeline.core.outputs import build_output_writers
-    from pipeline.core.runner import Analyzer
-    from pipeline.core.threads import thread_policy
+    from deepfake_detect.pipeline.core.outputs import build_output_writers
+    from deepfake_detect.pipeline.core.runner import Analyzer
+    from deepfake_detect.pipeline.core.threads import thread_policy
 
     try:
         analyzer = Analyzer(config, threads=thread_policy(threads=threads))
@@ -208,7 +208,7 @@ class AnalysisProcess:
         frames; `config` analyses this one input with other settings, which may differ from the
         process's only in PER_INPUT_SETTINGS (the rest was fixed when the model loaded)."""
         if config is not None:
-            from pipeline.core.config import check_per_input
+            from deepfake_detect.pipeline.core.config import check_per_input
 
             check_per_input(self.config, config)  # here too: refused before the child is bothered
         with self._lock:

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Interval
 
-from stages.aggregate import AggregateSettings
-from stages.decode import DecodeLimits, Sampling
-from stages.detect import DetectSettings
-from stages.settings import ConfigError, load_settings, parse_yaml, read_yaml
-from stages.track import TrackSettings
+from deepfake_detect.stages.aggregate import AggregateSettings
+from deepfake_detect.stages.decode import DecodeLimits, Sampling
+from deepfake_detect.stages.detect import DetectSettings
+from deepfake_detect.stages.settings import ConfigError, load_settings, parse_yaml, read_yaml
+from deepfake_detect.stages.track import TrackSettings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
-DEFAULT_WEIGHTS = PROJECT_ROOT / "weights"
+# package data (configs/ and weights/ in the repository), wherever the package is installed
+DEFAULT_CONFIG = Path(str(files("deepfake_detect.configs") / "default.yaml"))
+DEFAULT_WEIGHTS = Path(str(files("deepfake_detect.weights")))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.decode import MEDIA_SUFFIXES
-from stages.media_sniff import sniff
+from deepfake_detect.stages.decode import MEDIA_SUFFIXES
+from deepfake_detect.stages.media_sniff import sniff
 
 
 @dataclass

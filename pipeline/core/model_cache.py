@@ -18,9 +18,9 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.core.writers import atomic_write_bytes, atomic_write_text
-from stages.ensemble import DetectorConfig, file_sha256
-from stages.onnx_models import EXPORT_VERSION, MTCNN_NETS
+from deepfake_detect.pipeline.core.writers import atomic_write_bytes, atomic_write_text
+from deepfake_detect.stages.ensemble import DetectorConfig, file_sha256
+from deepfake_detect.stages.onnx_models import EXPORT_VERSION, MTCNN_NETS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def cached_onnx(name: str, build: Callable[[], bytes], folder: Path | None = Non
 
 def detector_onnx(config: DetectorConfig, weights_digest: str, load_model: Callable[[], object]) -> Path:
     """The ensemble as ONNX; `load_model()` gives the PyTorch detector only when it must be exported."""
-    from stages.onnx_models import export_detector
+    from deepfake_detect.stages.onnx_models import export_detector
 
     def build() -> bytes:
         return export_detector(load_model(), config.input_size)  # type: ignore[arg-type]
@@ -72,7 +72,7 @@ def detector_onnx(config: DetectorConfig, weights_digest: str, load_model: Calla
 
 def mtcnn_onnx() -> dict[str, Path]:
     """MTCNN's three nets as ONNX, exported from facenet-pytorch's bundled weights."""
-    from stages.onnx_models import export_mtcnn_net
+    from deepfake_detect.stages.onnx_models import export_mtcnn_net
 
     tag = f"facenet{version('facenet-pytorch')}-v{EXPORT_VERSION}"
     paths = {}

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import cv2
 import numpy as np
 
-from pipeline.core.config import RenderSettings
-from pipeline.core.report import AnalysisReport
-from pipeline.core.writers import output_stem
-from stages.aggregate import FaceScore
-from stages.crop import crop_face
-from stages.decode import MediaReader
-from stages.draw import Banner, FaceSample, OverlayStyle, annotate_image, heatmap_strip, verdict_banner
-from stages.render import RenderStats, render_annotated_video
+from deepfake_detect.pipeline.core.config import RenderSettings
+from deepfake_detect.pipeline.core.report import AnalysisReport
+from deepfake_detect.pipeline.core.writers import output_stem
+from deepfake_detect.stages.aggregate import FaceScore
+from deepfake_detect.stages.crop import crop_face
+from deepfake_detect.stages.decode import MediaReader
+from deepfake_detect.stages.draw import Banner, FaceSample, OverlayStyle, annotate_image, heatmap_strip, verdict_banner
+from deepfake_detect.stages.render import RenderStats, render_annotated_video
 
 if TYPE_CHECKING:  # pytorch-grad-cam costs most of a second to import: only runs that explain pay it
-    from stages.explain import Explainer
+    from deepfake_detect.stages.explain import Explainer
 
 HEATMAP_STORE_SIZE = 64  # maps come from a 7x7 grid: 64 px uint8 keeps them exact at 1/12 the memory
 CHUNK_FRAMES = 16        # frames re-read at once, so memory stays flat however long the video is

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 from pydantic import ConfigDict, TypeAdapter, with_config
 
-from stages.aggregate import FaceScore, Keyframe, TrackSummary, Verdict
+from deepfake_detect.stages.aggregate import FaceScore, Keyframe, TrackSummary, Verdict
 
 # A Literal so that the schema pins the version (const); mypy checks that the two agree.
 # 1.1 added input.decode_errors; 1.2 tracks[].faces[].sharpness.

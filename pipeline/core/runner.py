@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline import __version__
-from pipeline.core.config import AnalysisConfig, check_per_input
-from pipeline.core.outputs import AnalysedInput, OutputWriter, all_faces, explain_faces, keyframe_name
-from pipeline.core.report import AnalysisReport, InputInfo, ModelInfo
-from pipeline.core.threads import ThreadPolicy, apply_thread_policy, thread_policy
-from stages.aggregate import FaceScore, aggregate
-from stages.classify import CropClassifier, OnnxCropClassifier, pick_device
-from stages.crop import crop_region
-from stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
-from stages.detect import FaceDetector
-from stages.ensemble import (
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.core.config import AnalysisConfig, check_per_input
+from deepfake_detect.pipeline.core.outputs import AnalysedInput, OutputWriter, all_faces, explain_faces, keyframe_name
+from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo
+from deepfake_detect.pipeline.core.threads import ThreadPolicy, apply_thread_policy, thread_policy
+from deepfake_detect.stages.aggregate import FaceScore, aggregate
+from deepfake_detect.stages.classify import CropClassifier, OnnxCropClassifier, pick_device
+from deepfake_detect.stages.crop import crop_region
+from deepfake_detect.stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
+from deepfake_detect.stages.detect import FaceDetector
+from deepfake_detect.stages.ensemble import (
     DetectorConfig,
     DetectorError,
     EnsembleDetector,
@@ -44,18 +44,16 @@ from stages.ensemble import (
     load_verified_config,
     tensors_digest,
 )
-from stages.face_quality import sharpness
-from stages.track import FaceTracker
+from deepfake_detect.stages.face_quality import sharpness
+from deepfake_detect.stages.track import FaceTracker
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam is slow to import
-    from stages.explain import Explainer
+    from deepfake_detect.stages.explain import Explainer
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]   # (sampled frames done, sampled frames in all)
 
-# Below this share of sampled frames decoded cleanly, a verdict is "inconclusive" whatever the scores.
-MIN_DECODED_SHARE = 0.5
 # Face crops per forward pass when the settings leave it open: what each backend is fastest at on
 # 2 CPU cores (bench: PyTorch 27 crops/s at 16 vs 19 at 64 on CPU; a GPU wants large batches).
 TORCH_BATCH, ONNX_BATCH = 64, 32
@@ -149,8 +147,8 @@ class Analyzer:
         self.classifier: CropClassifier | OnnxCropClassifier
         nets = None
         if self.backend == "onnx":
-            from pipeline.core.model_cache import detector_onnx, mtcnn_onnx
-            from stages.onnx_models import make_session
+            from deepfake_detect.pipeline.core.model_cache import detector_onnx, mtcnn_onnx
+            from deepfake_detect.stages.onnx_models import make_session
 
             onnx_path = detector_onnx(self.detector_config, self._weights_digest, lambda: self.model)
             self.classifier = OnnxCropClassifier(make_session(onnx_path, self.threads.compute), self.detector_config,
@@ -183,7 +181,7 @@ class Analyzer:
     def explainer(self) -> Explainer:
         """Grad-CAM on this Analyzer's detector, built on first use and kept for later inputs."""
         if self._explainer is None:
-            from stages.explain import Explainer
+            from deepfake_detect.stages.explain import Explainer
 
             self._explainer = Explainer(self.model, self.device, batch_size=min(self.config.batch_size or 32, 32))
         return self._explainer
@@ -202,7 +200,7 @@ class Analyzer:
             yield
             return
         check_per_input(self.config, config)
-        from pipeline.core.outputs import build_output_writers
+        from deepfake_detect.pipeline.core.outputs import build_output_writers
 
         saved = self.config, self.aggregate_settings, self.outputs
         threshold = config.aggregate.threshold
@@ -290,7 +288,7 @@ class Analyzer:
         if len(indices) and not decoded:
             raise DamagedError(f"video is damaged: none of the {len(indices)} sampled frames could be decoded")
         t0 = time.perf_counter()
-        verdict = aggregate(faces, decoded, self.aggregate_settings)
+        verdict = aggregate(faces, decoded, self.aggregate_settings, frames_sampled=len(indices))
         timer.add("aggregate_s", time.perf_counter() - t0)
         report.verdict = verdict.verdict
         report.score = verdict.score
@@ -305,10 +303,8 @@ class Analyzer:
         if dropped:
             report.warnings.append(f"{dropped} of {len(indices)} sampled frames were damaged or could not be decoded "
                                    "and were left out")
-            if decoded < MIN_DECODED_SHARE * len(indices):
-                report.verdict = "inconclusive"
-                report.warnings.append(f"verdict inconclusive: fewer than half of the sampled frames could be decoded "
-                                       f"({decoded} of {len(indices)})")
+        if verdict.downgraded:
+            report.warnings.append(f"verdict inconclusive: {verdict.downgraded}")
         if len(indices) < self._requested_frames(reader):
             report.warnings.append(f"sampled frames capped at {self.config.limits.max_frames}")
         return frozenset(left_out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.render import FrameEncoder
+from deepfake_detect.stages.render import FrameEncoder
 
 # Head region of skimage.data.astronaut() (MTCNN finds the face at about x 181-268, y 62-172).
 _HEAD = (slice(10, 250), slice(115, 335))

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.core.report import AnalysisReport, report_to_dict
+from deepfake_detect.pipeline.core.report import AnalysisReport, report_to_dict
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

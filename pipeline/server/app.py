@@ -36,10 +36,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from pipeline import __version__
-from pipeline.core.config import AnalysisConfig
-from pipeline.core.report import report_to_dict
-from pipeline.server.jobs import (
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.core.config import AnalysisConfig
+from deepfake_detect.pipeline.core.report import report_to_dict
+from deepfake_detect.pipeline.server.jobs import (
     FILES_DIR,
     REPORT_NAME,
     JobRunner,
@@ -49,8 +49,8 @@ from pipeline.server.jobs import (
     output_kind,
     predict_config,
 )
-from pipeline.server.journal import Job
-from pipeline.server.uploads import ReceivedFile, media_suffix, receive_form
+from deepfake_detect.pipeline.server.journal import Job
+from deepfake_detect.pipeline.server.uploads import ReceivedFile, media_suffix, receive_form
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MODEL_CARD = "MODEL_CARD.md"

@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pipeline import __version__
-from pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
-from pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report
-from pipeline.core.threads import thread_policy
-from pipeline.core.writers import atomic_write_text, report_json
-from pipeline.server.journal import JOURNAL_NAME, Job, JobJournal
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report
+from deepfake_detect.pipeline.core.threads import thread_policy
+from deepfake_detect.pipeline.core.writers import atomic_write_text, report_json
+from deepfake_detect.pipeline.server.journal import JOURNAL_NAME, Job, JobJournal
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
 
-log = logging.getLogger("pipeline.server")
+log = logging.getLogger("deepfake_detect.pipeline.server")
 
 REPORT_NAME = "report.json"
 FILES_DIR = "files"
@@ -85,7 +85,7 @@ class ServeSettings:
 
 def job_config(base: AnalysisConfig, options: dict[str, Any]) -> AnalysisConfig:
     """The settings of one job: the server's, with the job's sampling, threshold and rendering."""
-    from stages.decode import Sampling
+    from deepfake_detect.stages.decode import Sampling
 
     changes: dict[str, Any] = {"render": dataclasses.replace(base.render, enabled="on" if options.get("render") else "off")}
     if options.get("sampling"):

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.journal import SqliteJournal
+from deepfake_detect.pipeline.core.journal import SqliteJournal
 
 STATES = ("queued", "running", "done", "failed")
 JOURNAL_NAME = "jobs.sqlite"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from stages.media_sniff import sniff
+from deepfake_detect.stages.media_sniff import sniff
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

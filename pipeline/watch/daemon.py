@@ -34,20 +34,20 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pipeline import __version__
-from pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
-from pipeline.core.journal import JOURNAL_NAME, Journal
-from pipeline.core.report import now_iso
-from pipeline.core.threads import thread_policy
-from pipeline.core.writers import atomic_write_text
-from pipeline.watch.discovery import Discovery
-from pipeline.watch.file_moves import shown_path
-from pipeline.watch.settings import WatchSettings
-from pipeline.watch.status import LOCK_NAME, STATUS_NAME, fcntl
-from pipeline.watch.worker import WorkContext, Worker
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+from deepfake_detect.pipeline.core.journal import JOURNAL_NAME, Journal
+from deepfake_detect.pipeline.core.report import now_iso
+from deepfake_detect.pipeline.core.threads import thread_policy
+from deepfake_detect.pipeline.core.writers import atomic_write_text
+from deepfake_detect.pipeline.watch.discovery import Discovery
+from deepfake_detect.pipeline.watch.file_moves import shown_path
+from deepfake_detect.pipeline.watch.settings import WatchSettings
+from deepfake_detect.pipeline.watch.status import LOCK_NAME, STATUS_NAME, fcntl
+from deepfake_detect.pipeline.watch.worker import WorkContext, Worker
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
 
 log = logging.getLogger(__name__)   # also the logger of watch_discovery and watch_worker
 

@@ -19,19 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.core.inputs import looks_like_media
-from pipeline.core.journal import Entry, Journal, display_path
-from pipeline.watch.file_moves import is_within, shown_path
-from stages.decode import MEDIA_SUFFIXES
+from deepfake_detect.pipeline.core.inputs import looks_like_media
+from deepfake_detect.pipeline.core.journal import Entry, Journal, display_path
+from deepfake_detect.pipeline.watch.file_moves import is_within, shown_path
+from deepfake_detect.stages.decode import MEDIA_SUFFIXES
 
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent
     from watchdog.observers.api import BaseObserver
 
-    from pipeline.watch.settings import WatchSettings
+    from deepfake_detect.pipeline.watch.settings import WatchSettings
 
 # the daemon's one logger, so that its lines keep their name and the level `watch` sets on it
-log = logging.getLogger("pipeline.watch.daemon")
+log = logging.getLogger("deepfake_detect.pipeline.watch.daemon")
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart", ".swp", "~")
 _HASH_BLOCK = 1 << 20

@@ -9,8 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
-from pipeline.core.journal import display_path
-from stages.ensemble import file_sha256
+from deepfake_detect.pipeline.core.journal import display_path
+from deepfake_detect.stages.ensemble import file_sha256
 
 
 def shown_path(path) -> str:

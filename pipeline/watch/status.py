@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.core.journal import JOURNAL_NAME, Journal
+from deepfake_detect.pipeline.core.journal import JOURNAL_NAME, Journal
 
 try:
     import fcntl

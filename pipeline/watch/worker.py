@@ -18,19 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import __version__
-from pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
-from pipeline.core.journal import Entry, Journal, display_path
-from pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report, now_iso
-from pipeline.core.writers import CsvLogWriter, JsonReportWriter, claim_output_paths
-from pipeline.watch.file_moves import move_file, same_file_content, shown_path, with_suffix_number
+from deepfake_detect.pipeline import __version__
+from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+from deepfake_detect.pipeline.core.journal import Entry, Journal, display_path
+from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report, now_iso
+from deepfake_detect.pipeline.core.writers import CsvLogWriter, JsonReportWriter, claim_output_paths
+from deepfake_detect.pipeline.watch.file_moves import move_file, same_file_content, shown_path, with_suffix_number
 
 if TYPE_CHECKING:
-    from pipeline.core.config import AnalysisConfig
-    from pipeline.watch.settings import WatchSettings
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
+    from deepfake_detect.pipeline.watch.settings import WatchSettings
 
 # the daemon's one logger, so that its lines keep their name and the level `watch` sets on it
-log = logging.getLogger("pipeline.watch.daemon")
+log = logging.getLogger("deepfake_detect.pipeline.watch.daemon")
 
 CSV_NAME = "results.csv"
 MAX_ATTEMPTS = 3          # claims of one input that ended in a crash (of the worker or the daemon)

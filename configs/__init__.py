@@ -1,0 +1,1 @@
+"""Default analysis settings (default.yaml) and training recipes: package data, no code."""
