@@ -1,21 +1,27 @@
-"""Detect stage: find faces in a batch of frames with MTCNN and cut square crops for the classifier.
+"""Detect stage: find faces in a batch of frames and cut square crops for the classifier.
 
-MTCNN runs on a copy of the frames scaled so the long side is `detect_long_side` (its cost grows
-with pixels: 5.1 s for 32 frames at 720p against 1.2 s at 640x360 on 2 CPU threads); boxes and
-landmarks are mapped back to full-resolution coordinates and crops are cut from the full frame.
+This module is the face-detector seam: `FaceDetector` is the base class (frames in; boxes, five
+landmarks and confidences out), `FACE_DETECTORS` names every implementation, and
+`create_face_detector` builds the one the settings name (`detect.detector`), for analysis and
+training alike. Adding a detector is one module with a `FaceDetector` subclass and one line in
+`FACE_DETECTORS`. MTCNN (`stages/mtcnn.py`) is the one there is.
 
-facenet-pytorch's MTCNN does the work; on CPU its three nets can be ONNX Runtime sessions
-(`nets`), which give the same boxes (within 1e-4 px) in about two thirds of the time.
+A detector runs on a copy of the frames scaled so the long side is `detect_long_side` (MTCNN's cost
+grows with pixels: 5.1 s for 32 frames at 720p against 1.2 s at 640x360 on 2 CPU threads); boxes and
+landmarks are mapped back to full-resolution coordinates here, and crops are cut from the full frame.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from importlib import import_module
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import cv2
 import numpy as np
 from annotated_types import Ge, Interval
+from pydantic import AfterValidator
 
 from deepfake_detect.stages.crop import crop_face, crop_square, square_crop_box
 
@@ -24,16 +30,29 @@ from deepfake_detect.stages.crop import crop_face, crop_square, square_crop_box
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_CROP_MARGIN", "DetectSettings", "Face", "FaceDetector", "crop_face", "crop_square",
-           "square_crop_box"]
+__all__ = ["DEFAULT_CROP_MARGIN", "FACE_DETECTORS", "DetectSettings", "Face", "FaceDetector", "create_face_detector",
+           "crop_face", "crop_square", "face_detector_class", "square_crop_box"]
 
 # Context around the MTCNN box that the shipped members were trained with. A detector records its
 # own margin in detector.json; the pipeline cuts crops with that one.
 DEFAULT_CROP_MARGIN = 0.3
 
+# Every face detector, by the name the settings use: "module:class", imported only when built, so that
+# reading the settings loads no network library.
+FACE_DETECTORS = {
+    "mtcnn": "deepfake_detect.stages.mtcnn:MtcnnDetector",
+}
+
+
+def _known_detector(name: str) -> str:
+    if name not in FACE_DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(FACE_DETECTORS)}")
+    return name
+
 
 @dataclass(frozen=True)
 class DetectSettings:
+    detector: Annotated[str, AfterValidator(_known_detector)] = "mtcnn"  # a name in FACE_DETECTORS
     detect_long_side: Annotated[int, Ge(0)] = 640   # 0 = detect at full resolution
     min_face_size: Annotated[int, Ge(4)] = 20       # pixels, in the downscaled frame MTCNN sees
     min_confidence: Annotated[float, Interval(ge=0, le=1)] = 0.95
@@ -55,24 +74,32 @@ class Face:
 
 
 class FaceDetector:
-    """Batched MTCNN face detection: frames (N, H, W, 3) uint8 RGB in, faces per frame out."""
+    """Batched face detection: frames (N, H, W, 3) uint8 RGB in, faces per frame out.
+
+    A subclass implements `find` on the downscaled frames; this class scales, maps back, clips,
+    filters by `min_confidence` and cuts the crops. `onnx_exports` names the networks a subclass
+    can run on ONNX Runtime (the pipeline builds and caches them, then passes their sessions in).
+    """
+
+    name: ClassVar[str] = ""
 
     def __init__(self, settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu",
-                 nets: dict | None = None):
-        """`nets`: ONNX Runtime sessions for "pnet", "rnet" and "onet" to run instead of PyTorch."""
-        from facenet_pytorch import MTCNN  # weights ship inside the wheel: nothing is downloaded
-
-        from deepfake_detect.stages.onnx_models import OnnxNet
-
+                 sessions: dict[str, Any] | None = None):
         crop_margin = DEFAULT_CROP_MARGIN if settings.crop_margin is None else settings.crop_margin
         if settings.crop_margin is None:
             settings = dataclasses.replace(settings, crop_margin=crop_margin)
         self.settings = settings
         self.crop_margin: float = crop_margin  # resolved: settings.crop_margin holds the same value
-        self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=settings.min_face_size,
-                            post_process=False, select_largest=False)
-        for name, session in (nets or {}).items():
-            setattr(self._mtcnn, name, OnnxNet(session))
+
+    @classmethod
+    def onnx_exports(cls) -> dict[str, tuple[str, Callable[[], bytes]]]:
+        """Network name -> (cache file name, a function giving its ONNX bytes); none by default."""
+        return {}
+
+    def find(self, frames: np.ndarray) -> list[list[tuple[np.ndarray, float, np.ndarray]]]:
+        """(box x1 y1 x2 y2, confidence, (5, 2) landmarks) of each face in each frame, in the
+        frames' own pixels, any confidence."""
+        raise NotImplementedError
 
     def detect(self, frames: np.ndarray) -> list[list[Face]]:
         """Faces in each frame, most confident first."""
@@ -83,29 +110,18 @@ class FaceDetector:
         scale = long_side / max(h, w) if long_side and max(h, w) > long_side else 1.0
         small = frames if scale == 1.0 else np.stack(
             [cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) for f in frames])
-        import torch
-
-        # MTCNN permutes its (N, H, W, 3) input to (N, 3, H, W): handing it a view of a contiguous
-        # (N, 3, H, W) float tensor makes that permute give contiguous memory, on which its image
-        # pyramid (area resampling, the largest single cost) runs 1.5x faster; same values.
-        planar = torch.from_numpy(np.ascontiguousarray(small)).permute(0, 3, 1, 2).to(
-            torch.float32, memory_format=torch.contiguous_format)  # one pass: convert and reorder together
-        with torch.inference_mode():
-            boxes, probs, points = self._mtcnn.detect(planar.permute(0, 2, 3, 1), landmarks=True)
         out: list[list[Face]] = []
-        for frame_boxes, frame_probs, frame_points in zip(boxes, probs, points):
+        for found in self.find(small):
             faces = []
-            if frame_boxes is not None:
-                for box, prob, pts in zip(frame_boxes, frame_probs, frame_points):
-                    if prob is None or prob < self.settings.min_confidence:
-                        continue
-                    box = np.asarray(box, dtype=np.float32) / scale
-                    box[[0, 2]] = box[[0, 2]].clip(0, w)
-                    box[[1, 3]] = box[[1, 3]].clip(0, h)
-                    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
-                        continue
-                    faces.append(Face(box=box, confidence=float(prob),
-                                      landmarks=np.asarray(pts, dtype=np.float32) / scale))
+            for box, prob, pts in found:
+                if prob is None or prob < self.settings.min_confidence:
+                    continue
+                box = np.asarray(box, dtype=np.float32) / scale
+                box[[0, 2]] = box[[0, 2]].clip(0, w)
+                box[[1, 3]] = box[[1, 3]].clip(0, h)
+                if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                    continue
+                faces.append(Face(box=box, confidence=float(prob), landmarks=np.asarray(pts, dtype=np.float32) / scale))
             faces.sort(key=lambda f: -f.confidence)
             out.append(faces)
         return out
@@ -118,3 +134,17 @@ class FaceDetector:
         if not crops:
             return np.zeros((0, s.crop_size, s.crop_size, 3), dtype=np.uint8)
         return np.stack(crops)
+
+
+def face_detector_class(name: str) -> type[FaceDetector]:
+    """The FaceDetector subclass registered as `name` in FACE_DETECTORS."""
+    module, cls = FACE_DETECTORS[_known_detector(name)].split(":")
+    found = getattr(import_module(module), cls)
+    assert issubclass(found, FaceDetector), f"{FACE_DETECTORS[name]} is not a FaceDetector"
+    return found
+
+
+def create_face_detector(settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu",
+                         sessions: dict[str, Any] | None = None) -> FaceDetector:
+    """The face detector the settings name: the one way analysis and training build it."""
+    return face_detector_class(settings.detector)(settings, device, sessions)

@@ -1,4 +1,4 @@
-"""ONNX Runtime versions of the networks, for CPU: the ensemble and MTCNN's three nets.
+"""ONNX Runtime versions of the networks, for CPU: the export of any module, the ensemble's, and sessions.
 
 On 2 CPU cores ONNX Runtime runs the ensemble at 44 crops/s against eager PyTorch's 19 (same
 logits within 2e-4), and MTCNN's small nets about twice as fast. The ONNX files are exported
@@ -13,7 +13,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +20,6 @@ from torch import nn
 # not reused.
 EXPORT_VERSION = 1
 OPSET = 17
-MTCNN_NETS = ("pnet", "rnet", "onet")
 
 
 class _MemberLogits(nn.Module):
@@ -33,7 +31,7 @@ class _MemberLogits(nn.Module):
         return self.detector(x)  # (ensemble probability (N,), member probabilities (N, M))
 
 
-def _export(module: nn.Module, example: torch.Tensor, outputs: list[str], dynamic: dict) -> bytes:
+def export_module(module: nn.Module, example: torch.Tensor, outputs: list[str], dynamic: dict) -> bytes:
     # torch.onnx.export takes a path only; a scratch folder keeps the caller's files whole
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
         path = Path(tmp) / "model.onnx"
@@ -49,24 +47,7 @@ def export_detector(detector: nn.Module, input_size: int) -> bytes:
     """The whole ensemble (members, combiner, calibration) as an ONNX file's bytes: normalised
     images (N, 3, S, S) in, (probability (N,), member probabilities (N, M)) out."""
     example = torch.zeros(2, 3, input_size, input_size)
-    return _export(_MemberLogits(detector), example, ["probability", "member_probabilities"], {0: "n"})
-
-
-# Each MTCNN net's example input, outputs and dynamic axes: PNet takes any image size, RNet 24x24
-# and ONet 48x48 crops.
-_MTCNN_SIGNATURES: dict[str, tuple[tuple[int, ...], list[str], dict]] = {
-    "pnet": ((1, 3, 64, 80), ["regression", "probabilities"], {0: "n", 2: "h", 3: "w"}),
-    "rnet": ((2, 3, 24, 24), ["regression", "probabilities"], {0: "n"}),
-    "onet": ((2, 3, 48, 48), ["regression", "landmarks", "probabilities"], {0: "n"}),
-}
-
-
-def export_mtcnn_net(name: str, net: nn.Module) -> bytes:
-    """One of MTCNN's nets as an ONNX file's bytes."""
-    if name not in _MTCNN_SIGNATURES:
-        raise ValueError(f"unknown MTCNN net {name!r}")
-    shape, outputs, dynamic = _MTCNN_SIGNATURES[name]
-    return _export(net, torch.zeros(*shape), outputs, dynamic)
+    return export_module(_MemberLogits(detector), example, ["probability", "member_probabilities"], {0: "n"})
 
 
 def make_session(model: Path | bytes, threads: int):
@@ -84,18 +65,3 @@ def make_session(model: Path | bytes, threads: int):
     options.enable_cpu_mem_arena = False
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-class OnnxNet(nn.Module):
-    """An ONNX Runtime session that stands in for an MTCNN net inside facenet-pytorch's
-    `detect_face` (which calls the net and reads the dtype of its first parameter)."""
-
-    def __init__(self, session) -> None:
-        super().__init__()
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.dtype_marker = nn.Parameter(torch.zeros(1), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
-        return tuple(torch.from_numpy(out) for out in outputs)

@@ -17,7 +17,7 @@ import torch
 
 from deepfake_detect.pipeline.core.samples import render_sample_frame
 from deepfake_detect.stages.classify import to_model_input
-from deepfake_detect.stages.detect import FaceDetector, crop_face
+from deepfake_detect.stages.detect import FaceDetector, create_face_detector, crop_face
 from deepfake_detect.stages.draw import overlay_heatmap
 from deepfake_detect.stages.ensemble import create_detector
 from deepfake_detect.stages.explain import Explainer, member_weights
@@ -43,7 +43,7 @@ def _face_and_background(t: float, detector: FaceDetector, shift: float = 0.0, m
 
 @pytest.fixture(scope="session")
 def face_detector() -> FaceDetector:
-    return FaceDetector()
+    return create_face_detector()
 
 
 @pytest.fixture(scope="session")

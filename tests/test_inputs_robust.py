@@ -188,9 +188,9 @@ def test_photo_modes_decode_to_rgb(tmp_path):
 
 @pytest.fixture(scope="module")
 def detector():
-    from deepfake_detect.stages.detect import FaceDetector
+    from deepfake_detect.stages.detect import create_face_detector
 
-    return FaceDetector()
+    return create_face_detector()
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png", "webp", "heic"])

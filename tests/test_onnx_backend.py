@@ -12,7 +12,7 @@ from deepfake_detect.pipeline.core.model_cache import cache_dir, detector_onnx
 from deepfake_detect.pipeline.core.runner import Analyzer, resolve_backend
 from deepfake_detect.pipeline.core.threads import thread_policy
 from deepfake_detect.stages.classify import CropClassifier, OnnxCropClassifier
-from deepfake_detect.stages.detect import FaceDetector
+from deepfake_detect.stages.detect import create_face_detector
 from deepfake_detect.stages.ensemble import create_detector, load_detector, load_verified_config
 from deepfake_detect.stages.onnx_models import make_session
 
@@ -44,14 +44,15 @@ def test_stacking_and_calibration_are_in_the_exported_graph(tmp_path):
 
 
 def test_mtcnn_in_onnx_runtime_finds_the_same_faces(clips):
-    from deepfake_detect.pipeline.core.model_cache import mtcnn_onnx
+    from deepfake_detect.pipeline.core.model_cache import face_detector_onnx
     from deepfake_detect.stages.decode import Sampling, open_media
+    from deepfake_detect.stages.mtcnn import MtcnnDetector
 
     reader = open_media(clips["two"])
     frames = reader.read(reader.sample(Sampling("count", 6)))
-    nets = {name: make_session(path, 2) for name, path in mtcnn_onnx().items()}
-    ours = FaceDetector(nets=nets).detect(frames)
-    reference = FaceDetector().detect(frames)
+    nets = {name: make_session(path, 2) for name, path in face_detector_onnx(MtcnnDetector).items()}
+    ours = create_face_detector(sessions=nets).detect(frames)
+    reference = create_face_detector().detect(frames)
     assert sum(map(len, reference)) >= 6  # two people in most frames: the comparison is not empty
     assert [len(f) for f in ours] == [len(f) for f in reference]
     for mine, theirs in zip(ours, reference):

@@ -140,7 +140,7 @@ def test_rotation_parsing_from_ffmpeg_header():
 
 def test_face_is_found_in_rotated_phone_clip(tmp_path):
     from deepfake_detect.pipeline.core.samples import render_sample_frame
-    from deepfake_detect.stages.detect import FaceDetector
+    from deepfake_detect.stages.detect import create_face_detector
 
     w, h, n = 270, 480, 10  # a portrait phone clip whose sensor stored it landscape, 90 degrees off
     upright = [render_sample_frame(w, h, i / 10, 1.0, faces=1) for i in range(n)]
@@ -150,7 +150,7 @@ def test_face_is_found_in_rotated_phone_clip(tmp_path):
     assert (reader.info.width, reader.info.height, reader.info.rotation) == (w, h, 90)
     frame = reader.read(np.array([5]))[0]
     assert _mad(frame, upright[5]) < 6
-    (faces,) = FaceDetector().detect(frame[None])
+    (faces,) = create_face_detector().detect(frame[None])
     assert faces, "no face in the upright frame"
     x1, y1, x2, y2 = faces[0].box
     # render_sample_frame puts the head at x = w * (0.3 + 0.4 t), y = h * (0.5 + 0.05 sin(4 pi t)), t = 0.5

@@ -27,7 +27,7 @@ from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 from deepfake_detect.stages.classify import to_model_input
-from deepfake_detect.stages.detect import DetectSettings, FaceDetector
+from deepfake_detect.stages.detect import DetectSettings, create_face_detector
 from deepfake_detect.stages.ensemble import MEMBER_REGISTRY, DetectorConfig, EnsembleDetector, create_member, save_detector
 from deepfake_detect.training.augment import build_train_transform
 from deepfake_detect.training.cached import LateBlocks, early_features, lr_schedule, train_late_blocks
@@ -167,7 +167,7 @@ def prepare_faces(cfg: TrainConfig, cache_dir: Path, log: Log) -> tuple[list[Med
     items = [i for i in read_dataset(cfg.data) if (i.label == 0 or cfg.real_fakes) and (not i.split or i.split in cfg.splits)]
     log(f"{sum(i.label == 0 for i in items)} real and {sum(i.label == 1 for i in items)} fake training items; "
         f"extracting faces (cached in {cache_dir})")
-    detector = FaceDetector(DetectSettings(min_confidence=0.9))
+    detector = create_face_detector(DetectSettings(min_confidence=0.9))
     faces = extract_all(items, detector, cache_dir, cfg.frames_per_video, with_landmarks68=cfg.sbi_landmarks == 68)
     return items, faces
 

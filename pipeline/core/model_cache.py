@@ -15,12 +15,12 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict
-from importlib.metadata import version
 from pathlib import Path
 
 from deepfake_detect.pipeline.core.writers import atomic_write_bytes, atomic_write_text
+from deepfake_detect.stages.detect import FaceDetector
 from deepfake_detect.stages.ensemble import DetectorConfig, file_sha256
-from deepfake_detect.stages.onnx_models import EXPORT_VERSION, MTCNN_NETS
+from deepfake_detect.stages.onnx_models import EXPORT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,6 @@ def detector_onnx(config: DetectorConfig, weights_digest: str, load_model: Calla
     return cached_onnx(f"detector-{detector_key(config, weights_digest)}-v{EXPORT_VERSION}.onnx", build)
 
 
-def mtcnn_onnx() -> dict[str, Path]:
-    """MTCNN's three nets as ONNX, exported from facenet-pytorch's bundled weights."""
-    from deepfake_detect.stages.onnx_models import export_mtcnn_net
-
-    tag = f"facenet{version('facenet-pytorch')}-v{EXPORT_VERSION}"
-    paths = {}
-    for name in MTCNN_NETS:
-        def build(name: str = name) -> bytes:
-            from facenet_pytorch.models import mtcnn
-
-            net = {"pnet": mtcnn.PNet, "rnet": mtcnn.RNet, "onet": mtcnn.ONet}[name]()
-            return export_mtcnn_net(name, net.eval())
-
-        paths[name] = cached_onnx(f"mtcnn-{name}-{tag}.onnx", build)
-    return paths
+def face_detector_onnx(detector: type[FaceDetector]) -> dict[str, Path]:
+    """The networks a face detector runs on ONNX Runtime (its `onnx_exports`), exported once and cached."""
+    return {name: cached_onnx(file_name, build) for name, (file_name, build) in detector.onnx_exports().items()}

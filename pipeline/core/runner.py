@@ -34,7 +34,7 @@ from deepfake_detect.stages.aggregate import FaceScore, aggregate
 from deepfake_detect.stages.classify import CropClassifier, OnnxCropClassifier, pick_device
 from deepfake_detect.stages.crop import crop_region
 from deepfake_detect.stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
-from deepfake_detect.stages.detect import FaceDetector
+from deepfake_detect.stages.detect import create_face_detector, face_detector_class
 from deepfake_detect.stages.ensemble import (
     DetectorConfig,
     DetectorError,
@@ -147,19 +147,20 @@ class Analyzer:
         self.classifier: CropClassifier | OnnxCropClassifier
         nets = None
         if self.backend == "onnx":
-            from deepfake_detect.pipeline.core.model_cache import detector_onnx, mtcnn_onnx
+            from deepfake_detect.pipeline.core.model_cache import detector_onnx, face_detector_onnx
             from deepfake_detect.stages.onnx_models import make_session
 
             onnx_path = detector_onnx(self.detector_config, self._weights_digest, lambda: self.model)
             self.classifier = OnnxCropClassifier(make_session(onnx_path, self.threads.compute), self.detector_config,
                                                  config.batch_size or ONNX_BATCH)
-            nets = {name: make_session(path, self.threads.compute) for name, path in mtcnn_onnx().items()}
+            detector_class = face_detector_class(config.detect.detector)
+            nets = {name: make_session(path, self.threads.compute) for name, path in face_detector_onnx(detector_class).items()}
         else:
             self.classifier = CropClassifier(self.model, self.device, config.batch_size or TORCH_BATCH)
         detect = config.detect
         if detect.crop_margin is None:  # cut crops as the members saw them in training
             detect = dataclasses.replace(detect, crop_margin=self.detector_config.crop_margin)
-        self.face_detector = FaceDetector(detect, self.device, nets=nets)
+        self.face_detector = create_face_detector(detect, self.device, sessions=nets)
         threshold = config.aggregate.threshold
         self.aggregate_settings = dataclasses.replace(
             config.aggregate, threshold=self.detector_config.threshold if threshold is None else threshold)
