@@ -760,3 +760,23 @@ def test_68_point_masks_and_fresh_sets_each_epoch(trained, tmp_path):
     assert len(list(cache.glob("sbi-*.safetensors"))) == 2
     assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256
     assert any("resumed from" in line for line in again)  # keyed by the new settings, reused when they repeat
+
+
+def test_autoencoder_pairs_join_the_training_set_and_the_autoencoder_is_kept(trained, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(trained.cache, cache, ignore=shutil.ignore_patterns("members", "sbi-*"))
+    changed = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), ae_pairs=5, ae_steps=4)
+    threads = torch.get_num_threads()
+    try:
+        log: list[str] = []
+        out = train(changed, cache_dir=cache, log=log.append)
+        again: list[str] = []
+        train(dataclasses.replace(changed, out=str(tmp_path / "run2")), cache_dir=cache, log=again.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert any(line.startswith("autoencoder: step 4/4") for line in log)
+    # the SBI pairs (train_pairs) and the autoencoder pairs, each real beside its fake
+    assert any(f"{2 * (trained.cfg.train_pairs + 5)} crops ({trained.cfg.train_pairs + 5} fake)" in line for line in log)
+    assert len(list((cache / "members").glob("autoencoder-*.safetensors"))) == 1
+    assert not any(line.startswith("autoencoder: step") for line in again)  # kept, not trained again
+    assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256

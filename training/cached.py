@@ -23,6 +23,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from deepfake_detect.stages.classify import shrink_detail
 from deepfake_detect.stages.face_quality import sharpness
 from deepfake_detect.training.augment import DEFAULT_ZOOM_MIN_AREA, build_train_transform
+from deepfake_detect.training.autoencoder import UpsamplingAutoencoder, autoencoder_fakes
 from deepfake_detect.training.metrics import binary_metrics
 from deepfake_detect.training.sbi_batches import FacePool, face_crop, normalise, sbi_pair_crops
 
@@ -74,11 +75,14 @@ def quality_matched_real(pool: FacePool, fake: np.ndarray, rng: np.random.Genera
 def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin: float, size: int,
                   augment: bool, fake_pool: FacePool | None = None, n_fakes: int = 0,
                   zoom_min_area: float = DEFAULT_ZOOM_MIN_AREA,
-                  real_match: RealMatch = "random") -> tuple[torch.Tensor, torch.Tensor]:
+                  real_match: RealMatch = "random", autoencoder: UpsamplingAutoencoder | None = None,
+                  n_ae: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 3, S, S), float labels): each real crop beside its self-blended fake, then
     `n_fakes` crops of real fakes (family-balanced) each matched by one more real crop, so the two
     classes stay equal in number; with `real_match="quality"` that real crop is as sharp as the fake
-    (a self-blend already is as sharp as its real), so no label is told by sharpness alone."""
+    (a self-blend already is as sharp as its real), so no label is told by sharpness alone. With an
+    `autoencoder`, `n_ae` more real crops follow, each beside its reconstruction (a pseudo-fake of a
+    face painted whole by a generator's decoder)."""
     transform = build_train_transform(size, zoom_min_area) if augment else None
     images, labels = [], []
 
@@ -98,6 +102,11 @@ def build_sbi_set(pool: FacePool, n_pairs: int, rng: np.random.Generator, margin
             add(fake, 1)
             add(quality_matched_real(pool, fake, rng, margin, size) if real_match == "quality"
                 else face_crop(*pool.draw(rng), margin, size), 0)
+    if autoencoder is not None and n_ae:
+        reals = np.stack([face_crop(*pool.draw(rng), margin, size) for _ in range(n_ae)])
+        for real, fake in zip(reals, autoencoder_fakes(autoencoder, reals)):
+            add(real, 0)
+            add(fake, 1)
     return torch.stack(images), torch.tensor(labels)
 
 

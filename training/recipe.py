@@ -41,6 +41,10 @@ class TrainConfig:
     train_pairs: Annotated[int, Ge(1)] = 1500   # mode "cached": real crops, each with its self-blended fake
     sbi_sets: Annotated[int, Ge(1)] = 1         # mode "cached": training sets, each with fresh draws and fresh
                                                 # pseudo-fakes; epoch e trains on set e mod sbi_sets
+    ae_pairs: Annotated[int, Ge(0)] = 0          # mode "cached": per training set, real crops each beside its
+                                                # reconstruction by an upsampling autoencoder trained on real
+                                                # faces (training/autoencoder.py: a whole-face generator's traces)
+    ae_steps: Annotated[int, Ge(1)] = 1500      # that autoencoder's training steps (batches of 16 real crops)
     sbi_landmarks: Literal[5, 68] = 5           # the self-blend masks: from MTCNN's 5 points, or from dlib's 68
                                                 # (training/landmarks68.py, as SBI does; the `train` extras)
     real_fakes: Annotated[int, Ge(0)] = 0       # mode "cached": crops of real fakes (family-balanced), each
@@ -84,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"detail_size ({self.detail_size}) must be below input_size ({self.input_size})")
         if self.train_detail and (self.detail_size is None or self.mode != "cached"):
             raise ValueError("train_detail needs a detail_size and mode: cached")
+        if self.ae_pairs and self.mode != "cached":
+            raise ValueError("ae_pairs needs mode: cached")
         if self.sbi_sets > 1 and self.mode != "cached":
             raise ValueError("sbi_sets needs mode: cached (mode full draws fresh batches anyway)")
 

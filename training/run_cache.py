@@ -12,10 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from deepfake_detect.training.autoencoder import UpsamplingAutoencoder, train_autoencoder
 from deepfake_detect.training.cached import build_sbi_set
-from deepfake_detect.training.recipe import TrainConfig, split_seed
-from deepfake_detect.training.sbi_batches import FacePool
+from deepfake_detect.training.recipe import Log, TrainConfig, split_seed
+from deepfake_detect.training.sbi_batches import FacePool, face_crop
 
+AE_TRAIN_CROPS = 4000   # real crops the autoencoder learns from (drawn identity-balanced)
+AE_TRAIN_SIZE = 112     # ...at this size: 4x cheaper than 224 on the CPU; being convolutional, it is applied at any size
 SET_SEED_STRIDE = 7919  # a prime far from the small seed offsets (+1..+4) the run's other draws use
 
 
@@ -23,8 +26,32 @@ def pool_digest(pool: FacePool | None) -> str:
     return pool.digest if pool else hashlib.sha1().hexdigest()  # None: the digest of nothing
 
 
+def cached_autoencoder(pool: FacePool, cfg: TrainConfig, cache_dir: Path, log: Log) -> UpsamplingAutoencoder:
+    """The recipe's upsampling autoencoder, trained on the training reals once and kept in the cache
+    folder (keyed by the faces, the crop geometry, its steps and the seed)."""
+    key = hashlib.sha1(json.dumps([pool_digest(pool), AE_TRAIN_SIZE, cfg.crop_margin, cfg.ae_steps, cfg.seed]).encode())
+    path = Path(cache_dir) / "members" / f"autoencoder-{key.hexdigest()[:16]}.safetensors"
+    model = UpsamplingAutoencoder()
+    if path.is_file():
+        try:
+            model.load_state_dict(load_file(str(path)))
+            log(f"autoencoder: resumed from {path}")
+            return model.eval()
+        except Exception:  # damaged by an interruption: train again
+            path.unlink(missing_ok=True)
+    rng = np.random.default_rng(cfg.seed + 5)
+    crops = np.stack([face_crop(*pool.draw(rng), cfg.crop_margin, AE_TRAIN_SIZE) for _ in range(AE_TRAIN_CROPS)])
+    model, _ = train_autoencoder(crops, cfg.ae_steps, cfg.seed, log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+    partial.replace(path)
+    return model
+
+
 def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
-                   fake_pool: FacePool | None = None, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   fake_pool: FacePool | None = None, index: int = 0,
+                   autoencoder: UpsamplingAutoencoder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The `index`-th fixed, augmented training set (real / self-blended / real-fake crops; each index
     draws other faces and other pseudo-fakes), stored as safetensors so that a re-run or a resumed run
     with the same data and recipe skips building it."""
@@ -33,7 +60,9 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
     matched = [cfg.real_match] if cfg.real_match != "random" and n_fakes else []
     key = hashlib.sha1(json.dumps([pool_digest(pool), pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
                                    cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3, *matched,
-                                   *([index] if index else [])]).encode()).hexdigest()[:16]
+                                   *([index] if index else []),
+                                   *([cfg.ae_pairs, cfg.ae_steps] if autoencoder is not None and cfg.ae_pairs else [])]
+                                  ).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"sbi-{key}.safetensors"
     if path.is_file():
         try:
@@ -47,7 +76,7 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
         torch.manual_seed(seed)
         images, labels = build_sbi_set(pool, cfg.train_pairs, rng, cfg.crop_margin, cfg.input_size, augment=True,
                                        fake_pool=fake_pool, n_fakes=n_fakes, zoom_min_area=cfg.zoom_min_area,
-                                       real_match=cfg.real_match)
+                                       real_match=cfg.real_match, autoencoder=autoencoder, n_ae=cfg.ae_pairs)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     save_file({"images": images.contiguous(), "labels": labels}, str(partial))
@@ -84,7 +113,8 @@ class Checkpoints:
         if self.cfg.train_detail:
             run_wide["member_detail"] = self.cfg.detail_size
         # settings at their defaults key as before they existed: finished members stay valid
-        for setting, default in (("real_match", "random"), ("sbi_sets", 1), ("sbi_landmarks", 5)):
+        for setting, default in (("real_match", "random"), ("sbi_sets", 1), ("sbi_landmarks", 5), ("ae_pairs", 0),
+                                 ("ae_steps", 1500)):
             if run_wide[setting] == default:
                 del run_wide[setting]
         # the split as it is used: a replica of a seed ensemble is keyed as the one-seed run it equals

@@ -47,7 +47,7 @@ from deepfake_detect.training.recipe import (
     replica_configs,
     split_seed,
 )
-from deepfake_detect.training.run_cache import Checkpoints, cached_sbi_set, pool_digest
+from deepfake_detect.training.run_cache import Checkpoints, cached_autoencoder, cached_sbi_set, pool_digest
 from deepfake_detect.training.sbi_batches import FacePool, fixed_face_set, fixed_sbi_set, sbi_batch
 
 
@@ -285,7 +285,9 @@ def _train_replica(cfg: TrainConfig, replicas: int, pools: Pools, faces_digest: 
     t = time.time()
     train_sets, set_sharpness = [], None
     if cfg.mode == "cached":
-        train_sets = [cached_sbi_set(pools.train_real, cfg, cache_dir, pools.train_fake, index=i) for i in range(cfg.sbi_sets)]
+        autoencoder = cached_autoencoder(pools.train_real, cfg, cache_dir, log) if cfg.ae_pairs else None
+        train_sets = [cached_sbi_set(pools.train_real, cfg, cache_dir, pools.train_fake, index=i, autoencoder=autoencoder)
+                      for i in range(cfg.sbi_sets)]
         train_set = train_sets[0]
         set_sharpness = sharpness_by_label(train_set[0].numpy(), train_set[1].numpy())
         log(f"training set 1 of {cfg.sbi_sets} (seed {cfg.seed}): {len(train_set[0])} crops "
