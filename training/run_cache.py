@@ -3,6 +3,7 @@ the fixed, augmented training set and every finished member (both in the cache f
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +21,17 @@ from deepfake_detect.training.sbi_batches import FacePool, face_crop
 AE_TRAIN_CROPS = 4000   # real crops the autoencoder learns from (drawn identity-balanced)
 AE_TRAIN_SIZE = 112     # ...at this size: 4x cheaper than 224 on the CPU; being convolutional, it is applied at any size
 SET_SEED_STRIDE = 7919  # a prime far from the small seed offsets (+1..+4) the run's other draws use
+
+
+def augmentation_digest() -> str:
+    """What the cached training sets were made with, derived from the code that makes them: the
+    augmentations, the self-blends and their masks, the crop geometry. Any change there makes new
+    sets instead of reusing stale ones (a hand-kept version number was forgotten once)."""
+    from deepfake_detect.stages import crop
+    from deepfake_detect.training import augment, face_hulls, sbi_batches, self_blend
+
+    source = "".join(inspect.getsource(module) for module in (augment, self_blend, face_hulls, sbi_batches, crop))
+    return hashlib.sha1(source.encode()).hexdigest()[:16]
 
 
 def pool_digest(pool: FacePool | None) -> str:
@@ -59,7 +71,7 @@ def cached_sbi_set(pool: FacePool, cfg: TrainConfig, cache_dir: Path,
     # real_match joins the key only where it changes the set: entries made before it existed stay valid
     matched = [cfg.real_match] if cfg.real_match != "random" and n_fakes else []
     key = hashlib.sha1(json.dumps([pool_digest(pool), pool_digest(fake_pool), cfg.train_pairs, n_fakes, cfg.seed,
-                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, 3, *matched,
+                                   cfg.input_size, cfg.crop_margin, cfg.zoom_min_area, augmentation_digest(), *matched,
                                    *([index] if index else []),
                                    *([cfg.ae_pairs, cfg.ae_steps] if autoencoder is not None and cfg.ae_pairs else [])]
                                   ).encode()).hexdigest()[:16]
