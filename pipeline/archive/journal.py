@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from deepfake_detect.pipeline.core.folder_lock import FolderBusyError, hold_folder
 from deepfake_detect.pipeline.core.journal import Entry, Journal
 
 JOURNAL_NAME = "analyze-journal.sqlite"
@@ -38,19 +39,12 @@ def content_sha256(path: Path) -> str:
 
 @contextmanager
 def batch_lock(out: Path) -> Iterator[None]:
-    """Hold `out` for this driver: an flock the kernel releases however the driver ends (kill -9 too)."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BatchLockedError(f"another `analyze --engine ray` is writing to {out}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+    """Hold `out` for this driver (core.folder_lock: released however the driver ends)."""
+    try:
+        fh = hold_folder(out, LOCK_NAME, f"another `analyze --engine ray` is writing to {out}")
+    except FolderBusyError as exc:
+        raise BatchLockedError(str(exc)) from None
+    with fh:
         yield
 
 

@@ -1,4 +1,7 @@
-"""The watch daemon's journal: one SQLite row per input it has taken, so nothing is lost or done twice.
+"""The journal of every long-running job: one SQLite row per input taken, so nothing is lost or done twice.
+
+`SqliteJournal` is the base of all three (the server's `JobJournal` adds jobs, `archive.journal` a batch's
+lookups); `Journal` is the watch daemon's, which the archive engine reuses.
 
 A row is keyed by the input's path (stored as bytes, so any file name works) and the sha256 of its
 content, and moves through the states

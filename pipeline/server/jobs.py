@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+from deepfake_detect.pipeline.core.folder_lock import FolderBusyError, hold_folder
 from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report
 from deepfake_detect.pipeline.core.threads import thread_policy
 from deepfake_detect.pipeline.core.writers import atomic_write_text, report_json
@@ -198,16 +199,11 @@ class JobRunner:
             self._lock_file.close()
 
     def _take_lock(self) -> None:
-        """One server per DATA: two would claim the same jobs. An flock, released however we end."""
-        import fcntl
-
-        fh = open(self.settings.data / LOCK_NAME, "a+")
+        """One server per DATA: two would claim the same jobs (core.folder_lock)."""
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise WorkerStartError(f"another server is using {self.settings.data}") from None
-        self._lock_file = fh
+            self._lock_file = hold_folder(self.settings.data, LOCK_NAME, f"another server is using {self.settings.data}")
+        except FolderBusyError as exc:
+            raise WorkerStartError(str(exc)) from None
 
     @property
     def workers_ready(self) -> int:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+from deepfake_detect.pipeline.core.folder_lock import FolderBusyError, hold_folder
 from deepfake_detect.pipeline.core.journal import JOURNAL_NAME, Journal
 from deepfake_detect.pipeline.core.report import now_iso
 from deepfake_detect.pipeline.core.threads import thread_policy
@@ -97,22 +98,14 @@ class WatchDaemon:
         return 0
 
     def _take_lock(self) -> TextIO:
-        """One daemon per OUT: an flock, released by the kernel however the daemon ends."""
+        """One daemon per OUT (core.folder_lock: released however the daemon ends)."""
         if fcntl is None:
             raise WorkerStartError("the watch daemon needs a POSIX system (Linux, macOS)")
         out = self.s.out
-        out.mkdir(parents=True, exist_ok=True)
-        fh = open(out / LOCK_NAME, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise WorkerStartError(f"another watch daemon is using {out} (see {out / STATUS_NAME})") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        return fh
+            return hold_folder(out, LOCK_NAME, f"another watch daemon is using {out} (see {out / STATUS_NAME})")
+        except FolderBusyError as exc:
+            raise WorkerStartError(str(exc)) from None
 
     def _start_processes(self) -> list[AnalysisProcess]:
         s = self.s
