@@ -163,3 +163,17 @@ def test_sharpness_by_label_tells_how_far_sharpness_alone_separates_the_labels()
     result = sharpness_by_label(images, np.array([0, 0, 0, 1, 1, 1]))  # sharp reals, blurred fakes
     assert result["roc_auc"] == 0.0 and result["real_median"] > result["fake_median"] > 0
     assert sharpness_by_label(images, np.zeros(6))["roc_auc"] is None
+
+
+def test_family_groups_score_their_fake_videos_against_every_real_video():
+    from deepfake_detect.training.groups import group_aucs
+
+    rows = [{"kind": "video", "label": 0, "group": "none", "score": s} for s in (0.1, 0.2, 0.3)]
+    rows += [{"kind": "video", "label": 1, "group": "DINet", "score": 0.9},
+             {"kind": "video", "label": 1, "group": "EMO", "score": 0.15},   # above one real video of three
+             {"kind": "image", "label": 1, "group": "EMO", "score": 0.0},
+             {"kind": "video", "label": 1, "group": "Wav2Lip", "score": 0.0}]
+    out = group_aucs(rows)
+    assert out["lip-sync methods"]["fakes"] == 1 and out["lip-sync methods"]["roc_auc"] == 1.0  # Wav2Lip is in train
+    assert out["talking heads"]["fakes"] == 1 and out["talking heads"]["roc_auc"] == pytest.approx(1 / 3)  # photos left out
+    assert out["avatar generators"]["fakes"] == 0 and out["avatar generators"]["roc_auc"] is None
