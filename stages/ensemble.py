@@ -10,13 +10,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Interval
+from pydantic import AfterValidator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from deepfake_detect.stages.detect import DEFAULT_CROP_MARGIN
+from deepfake_detect.stages.settings import ConfigError, load_settings
 
 WEIGHTS_FILE = "detector.safetensors"
 CONFIG_FILE = "detector.json"
@@ -37,21 +40,32 @@ class DetectorError(Exception):
     """The detector weights are missing, damaged or inconsistent; message is for the user."""
 
 
+COMBINERS = ("mean", "stacking")
+
+
+def _known_combiner(name: str) -> str:
+    if name not in COMBINERS:
+        raise ValueError(f"unknown combiner {name!r}; known: {', '.join(COMBINERS)}")
+    return name
+
+
 @dataclass
 class DetectorConfig:
+    """What detector.json says, checked when it is read by the one settings loader (stages/settings.py)."""
+
     members: list[str] = field(default_factory=lambda: ["mobilenetv2_100", "tf_efficientnetv2_b0"])
-    combiner: Literal["mean", "stacking"] = "mean"
-    input_size: int = 224
-    crop_margin: float = DEFAULT_CROP_MARGIN  # context around the face box the members were trained with
+    combiner: Annotated[str, AfterValidator(_known_combiner)] = "mean"
+    input_size: Annotated[int, Ge(16)] = 224
+    crop_margin: Annotated[float, Ge(0)] = DEFAULT_CROP_MARGIN  # context around the face box the members were trained with
     # A ceiling on the detail the members see: each crop is shrunk to detail_size pixels and back to
     # input_size (stages/classify.to_model_input). Faces sharper than that then look alike, so a score
     # cannot follow a face's resolution, which differs from source to source (MODEL_CARD.md measured
     # 112 and did not ship it). None: every pixel of the input_size crop.
-    detail_size: int | None = None
+    detail_size: Annotated[int, Ge(8)] | None = None
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    threshold: float = 0.5
-    drop_rate: float = 0.2
+    threshold: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    drop_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     name: str = "deepfake-ensemble"
     version: str = "0.0.0"
     # Logistic calibration of the combined logit, fitted on held-out training identities so that a
@@ -66,6 +80,11 @@ class DetectorConfig:
     architectures: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.detail_size is not None and self.detail_size >= self.input_size:
+            raise DetectorError(f"detail_size must be an integer from 8 to below input_size, got {self.detail_size!r}")
+        calibration = self.calibration
+        if calibration and not (set(calibration) == {"scale", "shift"} and float(calibration["scale"]) > 0):
+            raise DetectorError(f"calibration must be {{scale > 0, shift}}, got {calibration!r}")
         for name in self.members:
             if name not in self.architectures:
                 if name not in MEMBER_REGISTRY:
@@ -74,19 +93,13 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DetectorConfig:
+        # keys of a newer format (e.g. "format" itself) are left out, not refused: an older program can
+        # still read the detector it was given
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("mean", "std"):
-            if key in known:
-                known[key] = tuple(known[key])
-        if known.get("combiner", "mean") not in ("mean", "stacking"):
-            raise DetectorError(f"unknown combiner {known['combiner']!r}; known: mean, stacking")
-        detail = known.get("detail_size")
-        if detail is not None and not (isinstance(detail, int) and 8 <= detail < int(known.get("input_size", 224))):
-            raise DetectorError(f"detail_size must be an integer from 8 to below input_size, got {detail!r}")
-        calibration = known.get("calibration") or {}
-        if calibration and not (set(calibration) == {"scale", "shift"} and float(calibration["scale"]) > 0):
-            raise DetectorError(f"calibration must be {{scale > 0, shift}}, got {calibration!r}")
-        return cls(**known)
+        try:
+            return load_settings(cls, known, "detector setting")
+        except ConfigError as exc:
+            raise DetectorError(str(exc)) from None
 
 
 def create_member(name: str, drop_rate: float = 0.2, architecture: dict | None = None) -> nn.Module:

@@ -27,7 +27,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+from annotated_types import Ge, Gt
 
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.archive.journal import JOURNAL_NAME, BatchJournal, BatchLockedError, batch_lock
@@ -52,8 +54,8 @@ READY_TIMEOUT_S = 900.0     # for every worker to load its detector (a fresh nod
 @dataclass(frozen=True)
 class RaySettings:
     address: str | None = None   # "auto", HOST:PORT; None: RAY_ADDRESS, else a local instance
-    workers: int | None = None   # None: one per GPU, else as many as the cluster's CPUs hold
-    timeout_s: float = 600.0     # seconds one file may take before its worker is killed and it fails
+    workers: Annotated[int, Ge(1)] | None = None   # None: one per GPU, else as many as the cluster's CPUs hold
+    timeout_s: Annotated[float, Gt(0)] = 600.0     # seconds one file may take before its worker is killed and it fails
 
 
 @dataclass

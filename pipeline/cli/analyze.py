@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 import click
 
 from deepfake_detect.pipeline import __version__
-from deepfake_detect.pipeline.cli.common import analysis_options, config_from_options, make_analyzer
+from deepfake_detect.pipeline.cli.common import analysis_options, checked_settings, config_from_options, make_analyzer
 from deepfake_detect.pipeline.core.errors import EXIT_FAILED, EXIT_FAKE, EXIT_REAL, EXIT_UNSURE, CommandError
 
 # photo formats OpenCV writes (the sample photo is encoded with it)
@@ -103,7 +103,9 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
     stdout = sys.stdout
     # Ray prints its workers' deaths on stdout; stdout keeps --json's reports alone
     with redirect_stdout(sys.stderr):
-        reports, _ = run_on_ray(config, files, out, RaySettings(address, workers, timeout),
+        ray_settings = checked_settings(RaySettings, {"address": address, "workers": workers, "timeout_s": timeout},
+                                        "archive setting")
+        reports, _ = run_on_ray(config, files, out, ray_settings,
                                 emit=(lambda report: echo_json(report, len(files) > 1, stdout)) if as_json else None)
     return reports
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from deepfake_detect.pipeline.core.runner import Analyzer
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
 
 
 def analysis_options(func: F) -> F:
@@ -82,4 +83,15 @@ def make_analyzer(config: AnalysisConfig) -> Analyzer:
     try:
         return Analyzer(config)
     except (DetectorError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def checked_settings(cls: type[S], values: dict[str, Any], what: str) -> S:
+    """A job's settings (watch, serve, archive) from its options, checked by the one settings loader
+    (stages/settings.py) like every other setting: a bad value is one line naming it, exit 2."""
+    from deepfake_detect.stages.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(cls, values, what)
+    except ConfigError as exc:
         raise CommandError(str(exc)) from None

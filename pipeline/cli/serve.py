@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, config_from_options
+from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, checked_settings, config_from_options
 
 
 @click.command()
@@ -59,9 +59,10 @@ def serve(host, port, data_dir, workers, api_key_file, max_upload_mb, retention_
     from deepfake_detect.pipeline.server.app import create_app
     from deepfake_detect.pipeline.server.jobs import JobRunner, ServeSettings
 
-    settings = ServeSettings(data=Path(data_dir).resolve(), workers=workers, max_upload_bytes=int(max_upload_mb * 1024**2),
-                             retention_s=retention_days * 86400, queue_size=queue_size, job_timeout_s=job_timeout,
-                             render=render, api_key_hashes=keys, cors_origins=tuple(cors_origins))
+    settings = checked_settings(ServeSettings, {
+        "data": Path(data_dir).resolve(), "workers": workers, "max_upload_bytes": int(max_upload_mb * 1024**2),
+        "retention_s": retention_days * 86400, "queue_size": queue_size, "job_timeout_s": job_timeout, "render": render,
+        "api_key_hashes": keys, "cors_origins": tuple(cors_origins)}, "serve setting")
     debug = logging.getLogger().isEnabledFor(logging.DEBUG)
     logging.getLogger("deepfake_detect.pipeline.server").setLevel(logging.DEBUG if debug else logging.INFO)
     runner = JobRunner(settings, config, debug=debug)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, config_from_options
+from deepfake_detect.pipeline.cli.common import CommandError, analysis_options, checked_settings, config_from_options
 
 
 @click.command()
@@ -78,9 +78,10 @@ def watch(inbox, out_dir, processed, keep, failed, render, render_scale, workers
         max_bytes = parse_size(max_size) if max_size else config.limits.max_file_bytes
     except ValueError:
         raise CommandError(f"--max-size must look like 500M or 2G, got {max_size!r}") from None
-    settings = WatchSettings(inbox=inbox_p, out=out, processed=processed_p, failed=failed_p,
-                             render=config.render.enabled != "off", workers=workers, timeout_s=timeout,
-                             quiet_s=quiet_time, rescan_s=rescan, max_bytes=max_bytes, stop_grace_s=stop_grace)
+    settings = checked_settings(WatchSettings, {
+        "inbox": inbox_p, "out": out, "processed": processed_p, "failed": failed_p,
+        "render": config.render.enabled != "off", "workers": workers, "timeout_s": timeout, "quiet_s": quiet_time,
+        "rescan_s": rescan, "max_bytes": max_bytes, "stop_grace_s": stop_grace}, "watch setting")
     debug = logging.getLogger().isEnabledFor(logging.DEBUG)
     if not debug:
         log.setLevel(logging.INFO)

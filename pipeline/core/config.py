@@ -93,6 +93,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return load_settings(AnalysisConfig, data)
 
 
+def with_overrides(config: AnalysisConfig, overrides: dict[str, Any]) -> AnalysisConfig:
+    """`config` with `overrides` (dotted keys) applied and the whole checked again by the one loader, as
+    if they had been given at start-up: how a server job's own sampling, threshold or rendering is set."""
+    return load_settings(AnalysisConfig, _merge(dataclasses.asdict(config), _dotted(overrides)))
+
+
 def parse_set_option(items: tuple[str, ...]) -> dict[str, Any]:
     """`--set key=value` pairs; values are parsed as YAML scalars (numbers, booleans, strings)."""
     out = {}

@@ -31,10 +31,13 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
+
+from annotated_types import Ge, Gt
 
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
+from deepfake_detect.pipeline.core.config import with_overrides
 from deepfake_detect.pipeline.core.folder_lock import FolderBusyError, hold_folder
 from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report
 from deepfake_detect.pipeline.core.threads import thread_policy
@@ -63,17 +66,17 @@ class QueueFull(Exception):
 class ServeSettings:
     """What `deepfake-detect serve` was told, besides the analysis settings."""
     data: Path
-    workers: int = 1                  # 0: jobs are accepted but never run (tests of the HTTP layer)
-    max_upload_bytes: int = 500 * 1024**2
-    retention_s: float = 7 * 86400.0
-    queue_size: int = 100             # queued jobs (and, apart, waiting predict files) at most
-    job_timeout_s: float = 600.0
+    workers: Annotated[int, Ge(0)] = 1   # 0: jobs are accepted but never run (tests of the HTTP layer)
+    max_upload_bytes: Annotated[int, Ge(1)] = 500 * 1024**2
+    retention_s: Annotated[float, Gt(0)] = 7 * 86400.0
+    queue_size: Annotated[int, Ge(1)] = 100   # queued jobs (and, apart, waiting predict files) at most
+    job_timeout_s: Annotated[float, Gt(0)] = 600.0
     render: bool = True               # a job's default
     api_key_hashes: frozenset[str] = frozenset()   # sha256 hex of each key; empty: no keys needed
     cors_origins: tuple[str, ...] = ()
-    predict_max_files: int = 10
-    predict_max_duration_s: float = 60.0
-    sweep_every_s: float = 600.0
+    predict_max_files: Annotated[int, Ge(1)] = 10
+    predict_max_duration_s: Annotated[float, Gt(0)] = 60.0
+    sweep_every_s: Annotated[float, Gt(0)] = 600.0
 
     @property
     def jobs_dir(self) -> Path:
@@ -86,21 +89,19 @@ class ServeSettings:
 
 def job_config(base: AnalysisConfig, options: dict[str, Any]) -> AnalysisConfig:
     """The settings of one job: the server's, with the job's sampling, threshold and rendering."""
-    from deepfake_detect.stages.decode import Sampling
-
-    changes: dict[str, Any] = {"render": dataclasses.replace(base.render, enabled="on" if options.get("render") else "off")}
+    changes: dict[str, Any] = {"render.enabled": "on" if options.get("render") else "off"}
     if options.get("sampling"):
-        changes["sampling"] = Sampling(**options["sampling"])
+        changes["sampling"] = options["sampling"]
     if options.get("threshold") is not None:
-        changes["aggregate"] = dataclasses.replace(base.aggregate, threshold=float(options["threshold"]))
-    return dataclasses.replace(base, **changes)
+        changes["aggregate.threshold"] = float(options["threshold"])
+    return with_overrides(base, changes)
 
 
 def predict_config(base: AnalysisConfig, max_duration_s: float) -> AnalysisConfig:
     """/v1/predict: no rendering, and videos capped at `max_duration_s` (the decoder's own cap
     refuses a longer one with its one-line reason, before any frame is decoded)."""
-    limits = dataclasses.replace(base.limits, max_duration_s=min(base.limits.max_duration_s, max_duration_s))
-    return dataclasses.replace(base, limits=limits, render=dataclasses.replace(base.render, enabled="off"))
+    return with_overrides(base, {"limits.max_duration_s": min(base.limits.max_duration_s, max_duration_s),
+                                 "render.enabled": "off"})
 
 
 @dataclass
