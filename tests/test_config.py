@@ -58,3 +58,21 @@ def test_bare_on_off_mean_the_render_choices(tmp_path):
     assert load_config(tmp_path / "c.yaml").render.enabled == "off"
     with pytest.raises(ConfigError, match="render.enabled"):
         load_config(overrides={"render.enabled": "sometimes"})
+
+
+def test_job_settings_are_checked_by_the_one_loader(tmp_path):
+    from deepfake_detect.pipeline.archive.ray_engine import RaySettings
+    from deepfake_detect.pipeline.cli.common import CommandError, checked_settings
+    from deepfake_detect.pipeline.server.jobs import ServeSettings
+    from deepfake_detect.pipeline.watch.settings import WatchSettings
+
+    folders = {"inbox": tmp_path, "out": tmp_path / "out", "processed": None, "failed": tmp_path / "failed"}
+    assert checked_settings(WatchSettings, {**folders, "workers": 2}, "watch setting").workers == 2
+    with pytest.raises(CommandError, match=r"^watch setting workers: Input should be greater than or equal to 1, got 0$"):
+        checked_settings(WatchSettings, {**folders, "workers": 0}, "watch setting")
+    with pytest.raises(CommandError, match="^serve setting queue_size: "):
+        checked_settings(ServeSettings, {"data": tmp_path, "queue_size": 0}, "serve setting")
+    with pytest.raises(CommandError, match="^archive setting timeout_s: "):
+        checked_settings(RaySettings, {"timeout_s": -1.0}, "archive setting")
+    with pytest.raises(CommandError, match="unknown setting 'wrokers'"):
+        checked_settings(RaySettings, {"wrokers": 2}, "archive setting")
