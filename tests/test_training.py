@@ -739,19 +739,26 @@ def test_built_manifest_reads_original_and_pairs_each_fake_with_it(tmp_path):
     assert pairs["fake_scores_higher"] == 2
 
 
-def test_68_point_masks_and_fresh_sets_each_epoch(trained, tmp_path):
-    pytest.importorskip("dlib", reason="68-point landmarks need the training extras: pip install -e '.[train]'")
+def train_twice(trained: SimpleNamespace, tmp_path: Path, **changes) -> tuple[Path, Path, list[str], list[str]]:
+    """The fixture's recipe with `changes` on a copy of its face cache (no sets, no members), run twice
+    into two folders: (cache, first run's folder, first log, second log)."""
     cache = tmp_path / "cache"
     shutil.copytree(trained.cache, cache, ignore=shutil.ignore_patterns("members", "sbi-*"))
-    changed = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), sbi_landmarks=68, sbi_sets=2)
+    changed = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), **changes)
     threads = torch.get_num_threads()
     try:
         log: list[str] = []
         out = train(changed, cache_dir=cache, log=log.append)
         again: list[str] = []
-        train(changed, cache_dir=cache, log=again.append)
+        train(dataclasses.replace(changed, out=str(tmp_path / "run2")), cache_dir=cache, log=again.append)
     finally:
         torch.set_num_threads(threads)
+    return cache, out, log, again
+
+
+def test_68_point_masks_and_fresh_sets_each_epoch(trained, tmp_path):
+    pytest.importorskip("dlib", reason="68-point landmarks need the training extras: pip install -e '.[train]'")
+    cache, out, log, again = train_twice(trained, tmp_path, sbi_landmarks=68, sbi_sets=2)
     # the landmarks are computed once per face and kept in its cache entry (the recipe trains on reals only)
     entries = [np.load(f) for f in sorted(cache.glob("*.npz"))]
     assert entries and all(e["landmarks68"].shape == (len(e["contexts"]), 68, 2) for e in entries)
@@ -763,17 +770,7 @@ def test_68_point_masks_and_fresh_sets_each_epoch(trained, tmp_path):
 
 
 def test_autoencoder_pairs_join_the_training_set_and_the_autoencoder_is_kept(trained, tmp_path):
-    cache = tmp_path / "cache"
-    shutil.copytree(trained.cache, cache, ignore=shutil.ignore_patterns("members", "sbi-*"))
-    changed = dataclasses.replace(trained.cfg, out=str(tmp_path / "run"), ae_pairs=5, ae_steps=4)
-    threads = torch.get_num_threads()
-    try:
-        log: list[str] = []
-        out = train(changed, cache_dir=cache, log=log.append)
-        again: list[str] = []
-        train(dataclasses.replace(changed, out=str(tmp_path / "run2")), cache_dir=cache, log=again.append)
-    finally:
-        torch.set_num_threads(threads)
+    cache, out, log, again = train_twice(trained, tmp_path, ae_pairs=5, ae_steps=4)
     assert any(line.startswith("autoencoder: step 4/4") for line in log)
     # the SBI pairs (train_pairs) and the autoencoder pairs, each real beside its fake
     assert any(f"{2 * (trained.cfg.train_pairs + 5)} crops ({trained.cfg.train_pairs + 5} fake)" in line for line in log)
