@@ -777,3 +777,23 @@ def test_autoencoder_pairs_join_the_training_set_and_the_autoencoder_is_kept(tra
     assert len(list((cache / "members").glob("autoencoder-*.safetensors"))) == 1
     assert not any(line.startswith("autoencoder: step") for line in again)  # kept, not trained again
     assert load_detector(out).config.sha256 != load_detector(trained.out).config.sha256
+
+
+def test_reals_can_be_balanced_by_source_then_identity():
+    # one source of 30 people (small photos, as LFW in the built data) beside two sources of one person each
+    from deepfake_detect.training.data import MediaItem
+    from deepfake_detect.training.train import face_pools
+
+    items = [MediaItem(Path(f"lfw{k}.jpg"), 0, f"lfw{k}", "train", "image", "none", source="lfw") for k in range(30)]
+    items += [MediaItem(Path("a.mp4"), 0, "anchor", "train", "video", "none", source="news"),
+              MediaItem(Path("v.mp4"), 0, "vlogger", "train", "video", "none", source="vlogs")]
+    faces = {i.path: _face_set(2, 10 if i.source == "lfw" else 20 if i.source == "news" else 30) for i in items}
+    identities = {i.identity for i in items}
+    rng = np.random.default_rng(0)
+    by_identity, _ = face_pools(items, faces, identities)
+    by_source, _ = face_pools(items, faces, identities, "source")
+    share = {name: np.mean([int(pool.draw(rng)[0][0, 0, 0]) == 10 for _ in range(3000)])
+             for name, pool in (("identity", by_identity), ("source", by_source))}
+    assert abs(share["identity"] - 30 / 32) < 0.03   # the one big source is almost every real draw
+    assert abs(share["source"] - 1 / 3) < 0.03       # each source a third
+    assert by_source.identities[0] == "lfw/lfw0"  # keyed by (source, identity)

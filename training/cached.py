@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 Schedule = Literal["cosine", "step"]
 RealMatch = Literal["random", "quality"]  # how the real crop beside each real-fake crop is drawn (build_sbi_set)
+RealBalance = Literal["identity", "source"]  # what real draws are balanced over (training.train.face_pools)
 
 
 def schedule_factor(schedule: Schedule, step: int, total: int) -> float:

@@ -37,6 +37,7 @@ class MediaItem:
     group: str            # generator family ("none" for real), for per-family tables and balanced sampling
     region: str = ""      # "" whole frame | left_half | right_half: the labelled half of a side-by-side file
     original: Path | None = None  # a fake's own real source, where the manifest names it (`original` column)
+    source: str = ""      # where the file comes from (the manifest's source_repo): a dataset, a demo page
 
 
 def _identity(row: dict) -> str:
@@ -63,7 +64,8 @@ def read_manifest(tsv: str | Path) -> list[MediaItem]:
             items.append(MediaItem(path=path, label=int(row["label"].strip().lower() == "fake"),
                                    identity=_identity(row), split=row.get("split", ""), kind=kind,
                                    group=row.get("manipulation") or row.get("label", ""), region=region,
-                                   original=tsv.parent / original if original else None))
+                                   original=tsv.parent / original if original else None,
+                                   source=(row.get("source_repo") or "").strip()))
     return items
 
 

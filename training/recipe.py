@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from annotated_types import Ge, Gt, Interval
 
 from deepfake_detect.training.augment import DEFAULT_ZOOM_MIN_AREA
-from deepfake_detect.training.cached import RealMatch, Schedule
+from deepfake_detect.training.cached import RealBalance, RealMatch, Schedule
 
 Log = Callable[[str], None]
 
@@ -49,6 +49,8 @@ class TrainConfig:
                                                 # (training/landmarks68.py, as SBI does; the `train` extras)
     real_fakes: Annotated[int, Ge(0)] = 0       # mode "cached": crops of real fakes (family-balanced), each
                                                 # matched by one more real crop
+    real_balance: RealBalance = "identity"      # real draws: each identity alike, or each source (the
+                                                # manifest's source_repo) alike and each identity within it
     real_match: RealMatch = "random"            # that real crop: any (identity-balanced), or the one
                                                 # of QUALITY_CANDIDATES draws closest in sharpness (the classes
                                                 # then share one quality distribution: training/cached.py)

@@ -27,7 +27,7 @@ def refit_detector(source: Path, cfg: TrainConfig, cache_dir: Path, log: Log = p
     if recorded is not None and load_split(split_path)[1] != set(held_ids):
         raise ValueError(f"the recipe's identity split is not the one {source} was trained with ({split_path}): "
                          "refitting on identities its members trained on would flatter it")
-    held_real, held_fake = face_pools(items, faces, held_ids)
+    held_real, held_fake = face_pools(items, faces, held_ids, cfg.real_balance)
     val = validation_set(held_real, held_fake, cfg)
     members = {name: old.members[name] for name in old.config.members}
     ensemble, combined = assemble_detector(members, dict(old.config.architectures), cfg, val, cfg.version)

@@ -126,7 +126,7 @@ class Checkpoints:
             run_wide["member_detail"] = self.cfg.detail_size
         # settings at their defaults key as before they existed: finished members stay valid
         for setting, default in (("real_match", "random"), ("sbi_sets", 1), ("sbi_landmarks", 5), ("ae_pairs", 0),
-                                 ("ae_steps", 1500)):
+                                 ("ae_steps", 1500), ("real_balance", "identity")):
             if run_wide[setting] == default:
                 del run_wide[setting]
         # the split as it is used: a replica of a seed ensemble is keyed as the one-seed run it equals

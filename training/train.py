@@ -30,7 +30,7 @@ from deepfake_detect.stages.classify import to_model_input
 from deepfake_detect.stages.detect import DetectSettings, create_face_detector
 from deepfake_detect.stages.ensemble import MEMBER_REGISTRY, DetectorConfig, EnsembleDetector, create_member, save_detector
 from deepfake_detect.training.augment import build_train_transform
-from deepfake_detect.training.cached import LateBlocks, early_features, lr_schedule, train_late_blocks
+from deepfake_detect.training.cached import LateBlocks, RealBalance, early_features, lr_schedule, train_late_blocks
 from deepfake_detect.training.calibrate import apply_calibration, fit_calibration
 from deepfake_detect.training.data import SPLIT_FILE, FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
 from deepfake_detect.training.distill import distill_backbone
@@ -172,9 +172,13 @@ def prepare_faces(cfg: TrainConfig, cache_dir: Path, log: Log) -> tuple[list[Med
     return items, faces
 
 
-def face_pools(items: list[MediaItem], faces: dict[Path, FaceSet], identities: set[str]) -> tuple[FacePool, FacePool | None]:
-    """Real faces keyed by identity; real fakes keyed by (family, identity) so each family counts alike."""
-    real = [(i.identity, faces[i.path]) for i in items if i.label == 0 and i.path in faces and i.identity in identities]
+def face_pools(items: list[MediaItem], faces: dict[Path, FaceSet], identities: set[str],
+               real_balance: RealBalance = "identity") -> tuple[FacePool, FacePool | None]:
+    """Real faces keyed by identity (or by (source, identity) with real_balance "source", so that each
+    source counts alike: one repository of 150 small photos would otherwise be a third of all real
+    draws); real fakes keyed by (family, identity) so each family counts alike."""
+    real = [((i.source or "unknown", i.identity) if real_balance == "source" else i.identity, faces[i.path])
+            for i in items if i.label == 0 and i.path in faces and i.identity in identities]
     fake = [((i.group, i.identity), faces[i.path]) for i in items
             if i.label == 1 and i.path in faces and i.identity in identities and len(faces[i.path])]
     return FacePool(real), (FacePool(fake) if fake else None)
@@ -372,7 +376,7 @@ def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = p
     t = clock.mark("faces_s", t)
     train_ids, held_ids = split_by_identity(items, cfg.holdout_share, split_seed(cfg))
     save_split(out / SPLIT_FILE, train_ids, held_ids)
-    pools = Pools(*face_pools(items, faces, train_ids), *face_pools(items, faces, held_ids))
+    pools = Pools(*face_pools(items, faces, train_ids, cfg.real_balance), *face_pools(items, faces, held_ids, cfg.real_balance))
     log(f"faces: {len(pools.train_real)} real from {len(pools.train_real.identities)} identities and "
         f"{len(pools.train_fake) if pools.train_fake else 0} fake from "
         f"{len(pools.train_fake.identities) if pools.train_fake else 0} family/identity groups for training; "
