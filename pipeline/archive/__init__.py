@@ -1,1 +1,1 @@
-"""Archive engines: many files at once, resumable (`analyze --engine ray`)."""
+"""The engines that analyse many files: `--engine local` (local_engine) and `--engine ray` (ray_engine, resumable)."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from deepfake_detect.pipeline.bench.measure import BenchError
 
 if TYPE_CHECKING:
+    from deepfake_detect.pipeline.core.report import AnalysisReport
     from deepfake_detect.pipeline.core.runner import Analyzer
 
 ENGINE_FILES = 6
@@ -41,18 +42,14 @@ def engine_clips(clip: Path, work: Path, n: int) -> list[Path]:
 
 
 def _local(analyzer: Analyzer, files: list[Path], out: Path) -> dict[str, Any]:
-    from deepfake_detect.pipeline.core.writers import ReportFiles, claim_output_paths
+    from deepfake_detect.pipeline.archive.local_engine import run_locally
 
-    report_files = ReportFiles(out)
-    claimed: set[Path] = set()
-    t0 = time.perf_counter()
-    for number, path in enumerate(files, 1):
-        report_path, folder = claim_output_paths(out, str(path), str(number), claimed.__contains__)
-        report = analyzer.analyze(path, out_dir=folder)
+    def stop_on_error(path: Path, report: AnalysisReport) -> None:
         if report.errors:
             raise BenchError(f"{path.name}: {report.errors[0]}")
-        claimed.add(report_path)
-        report_files.write(report, report_path)
+
+    t0 = time.perf_counter()
+    run_locally(analyzer, files, out, stop_on_error)
     seconds = time.perf_counter() - t0
     return {"engine": "local", "workers": 1, "files": len(files), "startup_s": 0.0, "ready_s": 0.0,
             "files_s": seconds, "files_per_s": len(files) / seconds, "per_file_s": seconds / len(files)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -63,34 +64,30 @@ def echo_json(report: AnalysisReport, many: bool, file: TextIO | None = None) ->
 
 
 def analyze_locally(config: AnalysisConfig, files: list[Path], out: Path | None, as_json: bool) -> list[AnalysisReport]:
-    """`--engine local`: one loaded detector analyses the inputs one after another in this process."""
+    """`--engine local` (pipeline/archive/local_engine.py), with a progress bar on stderr."""
     from tqdm import tqdm
 
-    from deepfake_detect.pipeline.core.writers import ReportFiles, claim_output_paths
+    from deepfake_detect.pipeline.archive.local_engine import run_locally
 
     analyzer = make_analyzer(config)
     if out is not None:
         from deepfake_detect.pipeline.core.outputs import build_output_writers
 
         analyzer.outputs = build_output_writers(config.render, n_inputs=len(files))
-    report_files = ReportFiles(out) if out else None
-    reports = []
-    claimed: set[Path] = set()  # report files of this run: a second `p.jpg` gets `p.jpg.2.json` and `p.jpg.2/`
     bar = tqdm(files, unit="file", disable=None, file=sys.stderr, dynamic_ncols=True)
-    for number, path in enumerate(bar, 1):
-        bar.set_postfix_str(path.name[-40:])
-        report_path, folder = (claim_output_paths(out, str(path), str(number), claimed.__contains__)
-                               if out is not None else (None, None))
-        report = analyzer.analyze(path, out_dir=folder)
-        reports.append(report)
+
+    def each_file() -> Iterator[Path]:
+        for path in bar:
+            bar.set_postfix_str(path.name[-40:])
+            yield path
+
+    def on_report(path: Path, report: AnalysisReport) -> None:
         if report.errors:
             tqdm.write(f"error: {path}: {report.errors[0]}", file=sys.stderr)
-        if report_files and report_path is not None:
-            claimed.add(report_path)
-            report_files.write(report, report_path)
         if as_json:
             echo_json(report, many=len(files) > 1)
-    return reports
+
+    return run_locally(analyzer, each_file(), out, on_report)
 
 
 def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json: bool, address: str | None,
