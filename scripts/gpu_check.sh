@@ -4,7 +4,14 @@
 # included), its scores against the same analysis on the CPU with PyTorch, and the classifier's
 # throughput on each. Needs, beside the repository, the wheels of the packages that machine lacks
 # in .whl/ and imageio-ffmpeg's Python files (without its ffmpeg binary: a photo needs none) in
-# .whl/pure/; writes into $OUT (or ./gpu-check).
+# .whl/pure/; writes into $OUT (or ./gpu-check). Make them here first (.whl/ is ignored via .git/info/exclude;
+# the device machine has torch, timm, onnxruntime, OpenCV and scikit-image, Python 3.12):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \
+#     annotated-types typing-inspection typing_extensions facenet-pytorch==2.5.3 ttach ffmpeg-python future
+#   pip wheel --no-deps -w .whl grad-cam==1.5.7 imageio-ffmpeg
+#   then unzip imageio_ffmpeg/ from its wheel into .whl/pure/ without binaries/ffmpeg* and delete that wheel
+#   (its 68 MB binary would not fit the 64 MiB a call carries with weights/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
