@@ -177,7 +177,7 @@ def _family_rows(rows: list[dict], threshold: float, column: str) -> dict:
     """Each fake family against the real items of the same kind; reals get their share flagged."""
     out = {}
     for name, (fakes, reals) in family_slices([r for r in rows if column in r]).items():
-        auc = _auc(fakes + reals, column)  # None without reals of that kind
+        auc = auc_with_interval(fakes + reals, column)  # None without reals of that kind
         out[name] = {
             "fakes": len(fakes), "reals": len(reals), "roc_auc": auc["roc_auc"] if auc else None,
             "roc_auc_ci95": auc["roc_auc_ci95"] if auc else None,
@@ -246,7 +246,7 @@ def summarise(rows: list[dict], member_names: list[str], threshold: float, out_d
     return result
 
 
-def _auc(rows: list[dict], column: str) -> dict | None:
+def auc_with_interval(rows: list[dict], column: str) -> dict | None:
     """AUC of `column` as a fake score over rows, with its bootstrap interval (None without both labels)."""
     labels = np.array([r["label"] for r in rows])
     if np.unique(labels).size < 2:
@@ -273,7 +273,7 @@ def quality_baselines(scored: list[dict], member_names: Sequence[str] = ()) -> d
     slices = {"items": rows, "videos": [r for r in rows if r["kind"] == "video"],
               "photos": [r for r in rows if r["kind"] == "image"],
               **{name: fakes + reals for name, (fakes, reals) in family_slices(rows).items()}}
-    return {name: {"auc": {column: _auc(part, column) for column in ("score", *QUALITY_BASELINES)},
+    return {name: {"auc": {column: auc_with_interval(part, column) for column in ("score", *QUALITY_BASELINES)},
                    "score_spearman": {model: {m: _rank_correlation(part, column, m) for m in QUALITY_BASELINES}
                                       for model, column in columns.items()}}
             for name, part in slices.items() if part}

@@ -12,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from deepfake_detect.training.metrics import binary_metrics, bootstrap_auc_interval
+from deepfake_detect.training.evaluate import auc_with_interval
 
 GROUPS: dict[str, tuple[str, ...]] = {
     # one photo (or a driving video) animated into a talking face
@@ -35,11 +33,9 @@ def group_aucs(per_item: list[dict], column: str = "score") -> dict[str, dict]:
     out = {}
     for name, families in GROUPS.items():
         fakes = [r for r in videos if r["label"] == 1 and r["group"] in families]
-        labels = np.array([1] * len(fakes) + [0] * len(reals))
-        scores = np.array([r[column] for r in fakes + reals], dtype=np.float64)
-        auc = binary_metrics(labels, scores, 0.5)["roc_auc"] if fakes and reals else None
-        interval = bootstrap_auc_interval(labels, scores) if fakes and reals else None
-        out[name] = {"fakes": len(fakes), "reals": len(reals), "roc_auc": auc, "roc_auc_ci95": interval}
+        auc = auc_with_interval(fakes + reals, column)  # the one AUC-with-interval of evaluate's family rows
+        out[name] = {"fakes": len(fakes), "reals": len(reals), "roc_auc": auc["roc_auc"] if auc else None,
+                     "roc_auc_ci95": auc["roc_auc_ci95"] if auc else None}
     return out
 
 

@@ -2,6 +2,7 @@
 the fixed, augmented training set and every finished member (both in the cache folder, shared by runs)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -23,6 +24,7 @@ AE_TRAIN_SIZE = 112     # ...at this size: 4x cheaper than 224 on the CPU; being
 SET_SEED_STRIDE = 7919  # a prime far from the small seed offsets (+1..+4) the run's other draws use
 
 
+@functools.cache  # the source does not change while a run lasts: read it once, not once per set
 def augmentation_digest() -> str:
     """What the cached training sets were made with, derived from the code that makes them: the
     augmentations, the self-blends and their masks, the crop geometry. Any change there makes new
