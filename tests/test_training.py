@@ -208,6 +208,18 @@ def test_a_copied_dataset_finds_its_faces_in_the_cache(trained, tmp_path):
         extract_all(items[:1], stub, trained.cache, FRAMES, progress=False)
 
 
+def test_a_detector_that_keeps_other_faces_does_not_reuse_the_cache(trained):
+    # the key stands for what decides which faces are cached: a stricter detector finds its own
+    items = [i for i in read_dataset(trained.cfg.data) if i.label == 0][:1]
+
+    def detection(frames):
+        raise AssertionError("face detection ran")
+
+    stub = SimpleNamespace(settings=DetectSettings(min_confidence=0.99), detect=detection)
+    with pytest.raises(AssertionError, match="face detection ran"):
+        extract_all(items, stub, trained.cache, FRAMES, progress=False)
+
+
 def test_analyze_uses_the_trained_detector(trained, dataset, tmp_path):
     clip = dataset / "real" / "clip.mp4"
     # one input with --out: the annotated video and Grad-CAM keyframes are rendered too

@@ -9,7 +9,9 @@ crop is cut exactly as inference cuts it, and self-blending has room around the 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Iterable
@@ -24,7 +26,6 @@ from deepfake_detect.stages.detect import Face, FaceDetector
 
 CONTEXT_MARGIN = 1.0   # context crop = face box enlarged 2x
 CONTEXT_SIZE = 320
-CACHE_VERSION = 2      # 2: context squares slid into the frame, never edge-padded (stages/crop.py)
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,25 @@ def _content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(item: MediaItem, frames_per_video: int, detect_long_side: int) -> str:
-    raw = f"{CACHE_VERSION}|{_content_digest(item.path)}|{frames_per_video}|{detect_long_side}|{item.region}"
+@functools.cache  # the source does not change while a process lasts: read it once
+def extraction_digest() -> str:
+    """What a cached face set was made with, derived from the code that makes it: frame sampling,
+    the context crop's geometry (stages/crop.py) and the extraction itself. Any change there makes
+    new entries instead of reusing stale ones (the hand-kept version number this replaces was easy
+    to forget)."""
+    from deepfake_detect.stages import crop
+
+    parts = [inspect.getsource(crop), *(inspect.getsource(f) for f in (_context, _read_frames, extract_faces)),
+             f"{CONTEXT_MARGIN}|{CONTEXT_SIZE}"]
+    return hashlib.sha1("".join(parts).encode()).hexdigest()[:16]
+
+
+def _cache_key(item: MediaItem, frames_per_video: int, detector: FaceDetector) -> str:
+    """The cache entry of one item's faces: its content, how it was sampled, which faces the detector
+    keeps (its name and thresholds) and the code that cut them."""
+    s = detector.settings
+    raw = (f"{extraction_digest()}|{_content_digest(item.path)}|{frames_per_video}|{item.region}|"
+           f"{s.detector}|{s.detect_long_side}|{s.min_face_size}|{s.min_confidence}")
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
@@ -178,7 +196,7 @@ def extract_faces(item: MediaItem, detector: FaceDetector, cache_dir: Path, fram
                   limits: DecodeLimits = DecodeLimits(), with_landmarks68: bool = False) -> FaceSet:
     """The largest confident face of each sampled frame, cached on disk by file identity; with
     `with_landmarks68`, also dlib's 68 points of each face (training/landmarks68.py)."""
-    cache = Path(cache_dir) / f"{_cache_key(item, frames_per_video, detector.settings.detect_long_side)}.npz"
+    cache = Path(cache_dir) / f"{_cache_key(item, frames_per_video, detector)}.npz"
     if cache.is_file():
         try:
             with np.load(cache) as data:

@@ -7,8 +7,8 @@ The driver (this module) never decodes media. It
    journal before any worker sees the file, so names never collide, across reruns too;
 3. starts (or joins) Ray and a pool of workers (`pipeline.archive.ray_worker`, one loaded detector each),
    and hands each idle worker the next whole file;
-4. writes each report as it comes back: JSON report, then its results.csv line, the journal
-   recording each step (`ReportFiles`, shared with the local engine), under one progress bar.
+4. finishes each report as it comes back: JSON report, then its results.csv line, the journal
+   recording each step (`core.lifecycle`, as every job system does), under one progress bar.
 
 Exactly once: a worker process that dies mid-file is restarted by Ray (`max_restarts`) and the file
 retried on it (`max_task_retries`); a file that kills its worker every time gets an error report.
@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -34,14 +34,16 @@ from annotated_types import Ge, Gt
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.archive.journal import JOURNAL_NAME, BatchJournal, BatchLockedError, batch_lock
 from deepfake_detect.pipeline.core.errors import CommandError
-from deepfake_detect.pipeline.core.journal import Entry, display_path
+from deepfake_detect.pipeline.core.journal import Entry
+from deepfake_detect.pipeline.core.lifecycle import EntryRecorder, JobLifecycle, JobStep
 from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, load_report
 from deepfake_detect.pipeline.core.threads import ThreadPolicy, available_cores, thread_policy
-from deepfake_detect.pipeline.core.writers import ReportFiles, claim_output_paths
+from deepfake_detect.pipeline.core.writers import RESULTS_CSV, CsvLogWriter, claim_output_paths
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+    from deepfake_detect.pipeline.archive.engine import OnReport
     from deepfake_detect.pipeline.core.config import AnalysisConfig
     from deepfake_detect.pipeline.core.report import ReportVerdict
 
@@ -125,36 +127,46 @@ def summary_only(report: AnalysisReport) -> AnalysisReport:
     return dataclasses.replace(report, tracks=tracks, keyframes=[])
 
 
-def run_on_ray(config: AnalysisConfig, files: list[Path], out: Path, settings: RaySettings,
-               emit: Callable[[AnalysisReport], None] | None = None) -> tuple[list[AnalysisReport], RunStats]:
-    """Analyse `files` on Ray into `out`; their reports in the order of `files` (finished ones from
-    earlier runs included) as `summary_only` keeps them, and the run's figures. `emit` sees each
-    whole report as it is final."""
-    check_detector(config)
-    # the workers' working directory is not ours: every path they get is absolute
-    config = dataclasses.replace(config, weights=os.path.abspath(config.weights))
-    try:
-        with batch_lock(out):
-            journal = BatchJournal(out / JOURNAL_NAME)
-            run = _Run(config, out, journal, emit or (lambda report: None))
-            try:
-                return run.run(files, settings)
-            except KeyboardInterrupt:   # the journal has every finished step: the next run goes on from here
-                raise CommandError(f"interrupted with {run.left} of {len(files)} files left; run the same command "
-                                   "again to go on from there") from None
-            finally:
-                journal.close()
-    except BatchLockedError as exc:
-        raise CommandError(str(exc)) from None
+class RayEngine:
+    """`archive.engine.Engine` on a Ray cluster; `stats` holds the last run's figures (for the bench)."""
+
+    def __init__(self, config: AnalysisConfig, settings: RaySettings) -> None:
+        self.config, self.settings = config, settings
+        self.stats = RunStats()
+
+    def run(self, files: Iterable[Path], out: Path | None, on_report: OnReport | None = None) -> list[AnalysisReport]:
+        """Analyse `files` on Ray into `out`; their reports in the order of `files` (finished ones from
+        earlier runs included) as `summary_only` keeps them. `on_report` sees each whole report as it
+        is final."""
+        if out is None:
+            raise CommandError("--engine ray needs --out DIR (a folder every node of the cluster can write)")
+        files = list(files)
+        check_detector(self.config)
+        # the workers' working directory is not ours: every path they get is absolute
+        config = dataclasses.replace(self.config, weights=os.path.abspath(self.config.weights))
+        try:
+            with batch_lock(out):
+                journal = BatchJournal(out / JOURNAL_NAME)
+                run = _Run(config, out, journal, on_report or (lambda path, report: None))
+                try:
+                    reports, self.stats = run.run(files, self.settings)
+                    return reports
+                except KeyboardInterrupt:   # the journal has every finished step: the next run goes on from here
+                    raise CommandError(f"interrupted with {run.left} of {len(files)} files left; run the same "
+                                       "command again to go on from there") from None
+                finally:
+                    journal.close()
+        except BatchLockedError as exc:
+            raise CommandError(str(exc)) from None
 
 
 class _Run:
-    def __init__(self, config: AnalysisConfig, out: Path, journal: BatchJournal, emit: Callable[[AnalysisReport], None]):
+    def __init__(self, config: AnalysisConfig, out: Path, journal: BatchJournal, emit: OnReport):
         self.config = config
         self.out = out
         self.journal = journal
         self.emit = emit
-        self.files = ReportFiles(out)
+        self.lifecycle = JobLifecycle(EntryRecorder(journal), CsvLogWriter(out / RESULTS_CSV))
         self.reports: dict[int, AnalysisReport] = {}   # by journal row
         self.stats = RunStats()
         self.bar: tqdm | None = None
@@ -210,29 +222,14 @@ class _Run:
         return report
 
     def _complete(self, item: _Item) -> None:
-        entry = item.entry
-        assert entry.report_path is not None
-        report = self._load(item)
-        if entry.phase == "reported":
-            self.files.log_once(report, entry.report_path)
-            self.journal.set_phase(entry.id, "logged")
-        self.journal.finish(entry.id, "failed" if entry.verdict == "error" else "done")
-        self._done(item, report)
+        """Analysed and reported before a crash: the steps left (core.lifecycle)."""
+        self._done(item, self.lifecycle.resume(JobStep.of(item.entry), self._load(item)).report)
 
     def _finish(self, item: _Item, report: AnalysisReport) -> None:
         """A worker's report -> JSON report, CSV line, done/failed; the journal records each step."""
-        entry = item.entry
-        assert entry.report_path is not None
-        report.input.path = display_path(item.shown)   # a name that is not UTF-8 must not make the report unwritable
-        report.errors = [display_path(e) for e in report.errors]
-        report.warnings = [display_path(w) for w in report.warnings]
-        report.outputs = {k: display_path(v) for k, v in report.outputs.items()}
-        self.journal.set_sha256(entry.id, report.input.sha256)
-        self.files.write(report, entry.report_path, reported=lambda: self.journal.set_phase(
-            entry.id, "reported", verdict=report.verdict, created=report.created,
-            reason=report.errors[0] if report.errors else None))
-        self.journal.set_phase(entry.id, "logged")
-        self.journal.finish(entry.id, "failed" if report.verdict == "error" else "done")
+        report.input.path = item.shown
+        self.journal.set_sha256(item.entry.id, report.input.sha256)
+        self.lifecycle.complete(JobStep.of(item.entry), report)
         self.stats.analysed += 1
         if report.errors:
             _say(f"error: {item.shown}: {report.errors[0]}", self.bar)
@@ -242,7 +239,7 @@ class _Run:
             self.bar.update()
 
     def _done(self, item: _Item, report: AnalysisReport) -> None:
-        self.emit(report)
+        self.emit(Path(item.shown), report)
         self.reports[item.entry.id] = summary_only(report)
 
     # -- Ray's side -----------------------------------------------------------------------------

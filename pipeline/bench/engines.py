@@ -3,9 +3,9 @@
 
 Every engine analyses the same copies of the base clip (rendering off) into a fresh output folder,
 through the functions `analyze` itself runs, so report and journal writes are in the times:
-- local: the bench's loaded, warm Analyzer, one file after another (ReportFiles writes as `analyze`),
+- local: the bench's loaded, warm Analyzer, one file after another (reports written as `analyze` writes them),
   before and after the Ray runs, the faster pass counting;
-- ray: `pipeline.archive.ray_engine.run_on_ray` on a local Ray instance, timed in its three phases: Ray's
+- ray: `pipeline.archive.ray_engine.RayEngine` on a local Ray instance, timed in its three phases: Ray's
   start-up, the workers loading their detectors, and the files themselves.
 Overhead per file = (ray's time for the files - local's) / files: scheduling, passing the report
 back, and, with more workers than the cores hold, contention. Start-up is reported apart: a
@@ -42,26 +42,28 @@ def engine_clips(clip: Path, work: Path, n: int) -> list[Path]:
 
 
 def _local(analyzer: Analyzer, files: list[Path], out: Path) -> dict[str, Any]:
-    from deepfake_detect.pipeline.archive.local_engine import run_locally
+    from deepfake_detect.pipeline.archive.local_engine import LocalEngine
 
     def stop_on_error(path: Path, report: AnalysisReport) -> None:
         if report.errors:
             raise BenchError(f"{path.name}: {report.errors[0]}")
 
     t0 = time.perf_counter()
-    run_locally(analyzer, files, out, stop_on_error)
+    LocalEngine(analyzer).run(files, out, stop_on_error)
     seconds = time.perf_counter() - t0
     return {"engine": "local", "workers": 1, "files": len(files), "startup_s": 0.0, "ready_s": 0.0,
             "files_s": seconds, "files_per_s": len(files) / seconds, "per_file_s": seconds / len(files)}
 
 
 def _ray(analyzer: Analyzer, files: list[Path], out: Path, workers: int) -> dict[str, Any]:
-    from deepfake_detect.pipeline.archive.ray_engine import RaySettings, run_on_ray
+    from deepfake_detect.pipeline.archive.ray_engine import RayEngine, RaySettings
     from deepfake_detect.pipeline.core.errors import CommandError
 
     config = dataclasses.replace(analyzer.config, render=dataclasses.replace(analyzer.config.render, enabled="off"))
     try:
-        reports, stats = run_on_ray(config, files, out, RaySettings(workers=workers))
+        engine = RayEngine(config, RaySettings(workers=workers))
+        reports = engine.run(files, out)
+        stats = engine.stats
     except CommandError as exc:
         raise BenchError(f"--engine ray: {exc.format_message()}") from None
     failed = [r for r in reports if r.errors]

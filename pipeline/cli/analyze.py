@@ -67,7 +67,7 @@ def analyze_locally(config: AnalysisConfig, files: list[Path], out: Path | None,
     """`--engine local` (pipeline/archive/local_engine.py), with a progress bar on stderr."""
     from tqdm import tqdm
 
-    from deepfake_detect.pipeline.archive.local_engine import run_locally
+    from deepfake_detect.pipeline.archive.local_engine import LocalEngine
 
     analyzer = make_analyzer(config)
     if out is not None:
@@ -87,7 +87,7 @@ def analyze_locally(config: AnalysisConfig, files: list[Path], out: Path | None,
         if as_json:
             echo_json(report, many=len(files) > 1)
 
-    return run_locally(analyzer, each_file(), out, on_report)
+    return LocalEngine(analyzer).run(each_file(), out, on_report)
 
 
 def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json: bool, address: str | None,
@@ -95,16 +95,15 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
     """`--engine ray`: whole files on a Ray cluster's workers (pipeline/archive/ray_engine.py)."""
     from contextlib import redirect_stdout
 
-    from deepfake_detect.pipeline.archive.ray_engine import RaySettings, run_on_ray
+    from deepfake_detect.pipeline.archive.ray_engine import RayEngine, RaySettings
 
     stdout = sys.stdout
     # Ray prints its workers' deaths on stdout; stdout keeps --json's reports alone
     with redirect_stdout(sys.stderr):
         ray_settings = checked_settings(RaySettings, {"address": address, "workers": workers, "timeout_s": timeout},
                                         "archive setting")
-        reports, _ = run_on_ray(config, files, out, ray_settings,
-                                emit=(lambda report: echo_json(report, len(files) > 1, stdout)) if as_json else None)
-    return reports
+        engine = RayEngine(config, ray_settings)
+        return engine.run(files, out, (lambda path, report: echo_json(report, len(files) > 1, stdout)) if as_json else None)
 
 
 @click.command()

@@ -1,7 +1,8 @@
 """The journal of every long-running job: one SQLite row per input taken, so nothing is lost or done twice.
 
-`SqliteJournal` is the base of all three (the server's `JobJournal` adds jobs, `archive.journal` a batch's
-lookups); `Journal` is the watch daemon's, which the archive engine reuses.
+`SqliteJournal` is the base of every job system's journal (the server's `JobJournal` keeps jobs;
+`Journal` keeps inputs, for the watch daemon and, with `archive.journal`'s lookups, a Ray batch).
+What happens to a job once its report exists is `core.lifecycle`'s, the same for all of them.
 
 A row is keyed by the input's path (stored as bytes, so any file name works) and the sha256 of its
 content, and moves through the states
@@ -9,8 +10,8 @@ content, and moves through the states
     queued -> running -> done | failed
 
 `running` carries a `phase` that records how far the work got: NULL (analysing), "reported"
-(JSON report written), "logged" (CSV line written). The daemon writes the report, then the CSV
-line, then moves the input, committing the phase after each step; a crash at any point leaves a
+(JSON report written), "logged" (CSV line written). `core.lifecycle` writes the report, then the
+CSV line (then the daemon moves the input), committing the phase after each step; a crash at any point leaves a
 row that says exactly what is left to do. At start-up every `running` row is reset to `queued`
 (keeping its phase): that is the whole crash recovery.
 

@@ -156,28 +156,3 @@ class CsvLogWriter:
 
 
 RESULTS_CSV = "results.csv"
-
-
-class ReportFiles:
-    """What `--out` holds for each input: its JSON report, then its line in results.csv.
-
-    The one place `analyze` writes them, on either engine. The Ray driver passes `reported` to
-    record in its journal that the report is on disk before the CSV line is written, so a crash
-    between the two is finished by adding the line, never by a second one (`log_once`).
-    """
-
-    def __init__(self, out_dir: Path):
-        self.json = JsonReportWriter(out_dir)
-        self.csv = CsvLogWriter(Path(out_dir) / RESULTS_CSV)
-
-    def write(self, report: AnalysisReport, report_path: Path, reported: Callable[[], None] | None = None) -> None:
-        report.outputs["report"] = str(report_path)
-        self.json.write(report, report_path)
-        if reported is not None:
-            reported()
-        self.csv.write(report, report_path)
-
-    def log_once(self, report: AnalysisReport, report_path: Path) -> None:
-        """The CSV line of a report already written, unless results.csv has it already."""
-        if not self.csv.has_line_for(report_path, report.created):
-            self.csv.write(report, report_path)

@@ -39,9 +39,9 @@ from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
 from deepfake_detect.pipeline.core.config import with_overrides
 from deepfake_detect.pipeline.core.folder_lock import FolderBusyError, hold_folder
-from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report
+from deepfake_detect.pipeline.core.lifecycle import JobLifecycle, JobStep
+from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo
 from deepfake_detect.pipeline.core.threads import thread_policy
-from deepfake_detect.pipeline.core.writers import atomic_write_text, report_json
 from deepfake_detect.pipeline.server.journal import JOURNAL_NAME, Job, JobJournal
 
 if TYPE_CHECKING:
@@ -381,7 +381,7 @@ class JobRunner:
     def _run_job(self, slot: _Slot, job: Job) -> None:
         folder = self.job_dir(job.id)
         if (folder / REPORT_NAME).is_file():   # written before a crash or a stop: finish from it, not again
-            self._finish_job(job, load_report(folder / REPORT_NAME))
+            self._finish_job(job)
             return
         journal, config = self._journal(), job_config(self.config, job.options)
         out_dir = folder / FILES_DIR
@@ -400,20 +400,43 @@ class JobRunner:
         _flatten_outputs(report, out_dir)
         self._finish_job(job, report)
 
-    def _finish_job(self, job: Job, report: AnalysisReport) -> None:
-        """Report file, then the journal's finish: a crash between the two finishes the job from
-        the report at the next start."""
+    def _finish_job(self, job: Job, report: AnalysisReport | None = None) -> None:
+        """Report file, then the journal's finish (core.lifecycle): a crash between the two finishes the
+        job from the report at the next start. A report on disk already is the one that counts."""
         folder = self.job_dir(job.id)
-        report_file = folder / REPORT_NAME
-        if not report_file.is_file():
-            atomic_write_text(report_file, report_json(report))
-        state = "failed" if report.failed else "done"
-        if not self._journal().finish(job.id, state, report.verdict, report.errors[0] if report.errors else None):
+        on_disk = (folder / REPORT_NAME).is_file()   # written before a crash, or before an internal error
+        step = JobStep(job.id, folder / REPORT_NAME, phase="reported" if on_disk else None)
+        lifecycle = JobLifecycle(_JobRecorder(self._journal()), csv=None, report_link=lambda path: path.name)
+        if on_disk or report is None:
+            finished = lifecycle.resume(step)
+        else:
+            finished = lifecycle.complete(step, report)
+        if not finished.kept:
             shutil.rmtree(folder, ignore_errors=True)   # deleted meanwhile: drop what this worker wrote
             return
         with contextlib.suppress(OSError):
             os.unlink(folder / job.input_name)   # analysed: the report has its sha256; no need to keep it
-        log.info("%s job %s (%s): %s", state, job.id, job.filename, report.errors[0] if report.errors else report.verdict)
+        report = finished.report
+        log.info("%s job %s (%s): %s", "failed" if report.failed else "done", job.id, job.filename,
+                 report.errors[0] if report.errors else report.verdict)
+
+
+class _JobRecorder:
+    """A job's steps in the server's journal: the report file itself records "reported" (there is no
+    CSV log), and the finish is the journal's one conditional UPDATE."""
+
+    def __init__(self, journal: JobJournal) -> None:
+        self.journal = journal
+
+    def reported(self, step: JobStep, report: AnalysisReport) -> None:
+        pass
+
+    def logged(self, step: JobStep) -> None:
+        pass
+
+    def finish(self, step: JobStep, report: AnalysisReport) -> bool:
+        return self.journal.finish(str(step.key), "failed" if report.failed else "done", report.verdict,
+                                   report.errors[0] if report.errors else None)
 
 
 def _flatten_outputs(report: AnalysisReport, out_dir: Path) -> None:

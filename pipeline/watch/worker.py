@@ -2,9 +2,11 @@
 
     claim -> report (reused, or from the analysis process) -> JSON report -> CSV line -> move -> done/failed
 
-Each step is committed in the journal before the next starts (`pipeline.core.journal`), so after a
-crash the row resumes at the first step not recorded: each input gets exactly one report, one CSV
-line and one move. A `Worker` runs on its own thread with its own `AnalysisProcess`.
+Claiming, analysing and choosing names are this module's; the steps from the report on are the
+lifecycle every job system shares (`pipeline.core.lifecycle`), with the move as its last step before
+the finish. Each step is committed in the journal before the next starts, so after a crash the row
+resumes at the first step not recorded: each input gets exactly one report, one CSV line and one move.
+A `Worker` runs on its own thread with its own `AnalysisProcess`.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from typing import TYPE_CHECKING
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.core.analysis_process import AnalysisProcess, WorkerStartError
 from deepfake_detect.pipeline.core.journal import Entry, Journal, display_path
+from deepfake_detect.pipeline.core.lifecycle import EntryRecorder, JobLifecycle, JobStep
 from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo, load_report, now_iso
-from deepfake_detect.pipeline.core.writers import CsvLogWriter, JsonReportWriter, claim_output_paths
+from deepfake_detect.pipeline.core.writers import RESULTS_CSV, CsvLogWriter, JsonReportWriter, claim_output_paths
 from deepfake_detect.pipeline.watch.file_moves import move_file, same_file_content, shown_path, with_suffix_number
 
 if TYPE_CHECKING:
@@ -32,7 +35,6 @@ if TYPE_CHECKING:
 # the daemon's one logger, so that its lines keep their name and the level `watch` sets on it
 log = logging.getLogger("deepfake_detect.pipeline.watch.daemon")
 
-CSV_NAME = "results.csv"
 MAX_ATTEMPTS = 3          # claims of one input that ended in a crash (of the worker or the daemon)
 
 
@@ -60,7 +62,7 @@ class WorkContext:
     json: JsonReportWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.csv = CsvLogWriter(self.settings.out / CSV_NAME)
+        self.csv = CsvLogWriter(self.settings.out / RESULTS_CSV)
         self.json = JsonReportWriter(self.settings.out)
 
     def give_up(self, reason: str) -> None:
@@ -104,6 +106,11 @@ class Worker:
                 ctx.status_due.set()
                 ctx.wake.set()   # another worker may have been waiting on this content
 
+    @property
+    def lifecycle(self) -> JobLifecycle:
+        """Report, CSV line, move, finish (core.lifecycle), recorded in the daemon's journal."""
+        return JobLifecycle(EntryRecorder(self.journal), self.ctx.csv, before_finish=self._move_input)
+
     def _reload(self, entry: Entry) -> Entry:
         fresh = self.journal.get(entry.id)
         assert fresh is not None, f"journal row {entry.id} vanished while running"   # only queued rows are forgotten
@@ -117,34 +124,17 @@ class Worker:
             if report is None:
                 return   # released (retry / abandoned) or forgotten
             entry = self._reload(entry)
-            assert entry.report_path is not None   # _produce chose the targets
             dest = self.destination(entry, ok=not report.failed)
-            report.input.path = display_path(entry.path)
+            report.input.path = str(entry.path)
             if not report.input.sha256:   # the analyser failed before describing the input
                 report.input.sha256, report.input.size_bytes = entry.sha256, entry.size
-            # a file name that is not valid UTF-8 must not make the report unwritable
-            report.errors = [display_path(e) for e in report.errors]
-            report.warnings = [display_path(w) for w in report.warnings]
-            report.outputs = {k: display_path(v) for k, v in report.outputs.items()}
-            report.outputs["report"] = display_path(entry.report_path)
             if dest is not None:
-                report.outputs["archived_input"] = display_path(dest)
-            self.ctx.json.write(report, path=entry.report_path)
-            self.journal.set_phase(entry.id, "reported", verdict=report.verdict, created=report.created,
-                                   reason=report.errors[0] if report.errors else None)
-            self.ctx.csv.write(report, entry.report_path)
-            self.journal.set_phase(entry.id, "logged")
+                report.outputs["archived_input"] = str(dest)
+            self.lifecycle.complete(JobStep.of(entry), report)
         else:   # resuming after a crash: the report exists; maybe the CSV line and the move are left
-            assert entry.report_path is not None
-            report = load_report(entry.report_path)
-            if entry.phase == "reported":
-                if not self.ctx.csv.has_line_for(entry.report_path, entry.created):
-                    self.ctx.csv.write(report, entry.report_path)
-                self.journal.set_phase(entry.id, "logged")
+            self.lifecycle.resume(JobStep.of(entry))
         entry = self._reload(entry)
-        self._finish_move(entry)
         state = "failed" if entry.verdict == "error" else "done"
-        self.journal.finish(entry.id, state)
         log.info("%s %s: %s%s", state, shown_path(entry.path),
                  f"{entry.verdict} ({entry.reason})" if state == "failed" else entry.verdict,
                  f" -> {shown_path(entry.dest_path)}" if entry.dest_path else "")
@@ -284,8 +274,10 @@ class Worker:
         os.symlink(entry.path, alias)
         return alias
 
-    def _finish_move(self, entry: Entry) -> None:
+    def _move_input(self, step: JobStep, report: AnalysisReport) -> None:
         """Move the input to its destination; safe to repeat after a crash at any point."""
+        entry = self.journal.get(int(step.key))
+        assert entry is not None   # a running row is never forgotten
         src, dest = entry.path, entry.dest_path
         if dest is None:
             return
