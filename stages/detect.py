@@ -23,7 +23,7 @@ import numpy as np
 from annotated_types import Ge, Interval
 from pydantic import AfterValidator
 
-from deepfake_detect.stages.crop import crop_face, crop_square, square_crop_box
+from deepfake_detect.stages.crop import crop_face, crop_square, cut_crop, known_crop_policy, square_crop_box
 
 # torch loads with the detector, not with the settings: the server's and the daemon's parent
 # processes read the settings and never run a network.
@@ -36,6 +36,7 @@ __all__ = ["DEFAULT_CROP_MARGIN", "FACE_DETECTORS", "DetectSettings", "Face", "F
 # Context around the MTCNN box that the shipped members were trained with. A detector records its
 # own margin in detector.json; the pipeline cuts crops with that one.
 DEFAULT_CROP_MARGIN = 0.3
+DEFAULT_CROP_SIZE = 224   # the shipped members' input size
 
 # Every face detector, by the name the settings use: "module:class", imported only when built, so that
 # reading the settings loads no network library.
@@ -57,7 +58,8 @@ class DetectSettings:
     min_face_size: Annotated[int, Ge(4)] = 20       # pixels, in the downscaled frame MTCNN sees
     min_confidence: Annotated[float, Interval(ge=0, le=1)] = 0.95
     crop_margin: Annotated[float, Ge(0)] | None = None  # context around the box, as a share of its size; None: the classifier's
-    crop_size: Annotated[int, Ge(16)] = 224
+    crop_size: Annotated[int, Ge(16)] | None = None  # pixels; None: the classifier's input size
+    crop_policy: Annotated[str, AfterValidator(known_crop_policy)] | None = None  # CROP_POLICIES; None: the classifier's
 
 
 @dataclass
@@ -86,10 +88,13 @@ class FaceDetector:
     def __init__(self, settings: DetectSettings = DetectSettings(), device: str | torch.device = "cpu",
                  sessions: dict[str, Any] | None = None):
         crop_margin = DEFAULT_CROP_MARGIN if settings.crop_margin is None else settings.crop_margin
-        if settings.crop_margin is None:
-            settings = dataclasses.replace(settings, crop_margin=crop_margin)
+        settings = dataclasses.replace(settings, crop_margin=crop_margin,
+                                       crop_size=settings.crop_size or DEFAULT_CROP_SIZE,
+                                       crop_policy=settings.crop_policy or "square")
         self.settings = settings
         self.crop_margin: float = crop_margin  # resolved: settings.crop_margin holds the same value
+        self.crop_size: int = settings.crop_size or DEFAULT_CROP_SIZE
+        self.crop_policy: str = settings.crop_policy or "square"
 
     @classmethod
     def onnx_exports(cls) -> dict[str, tuple[str, Callable[[], bytes]]]:
@@ -128,11 +133,11 @@ class FaceDetector:
 
     def crops(self, frames: np.ndarray, faces: list[list[Face]]) -> np.ndarray:
         """All face crops of the batch, frame by frame, as (M, S, S, 3) uint8."""
-        s = self.settings
-        crops = [crop_face(frame, face.box, self.crop_margin, s.crop_size)
+        size = self.crop_size
+        crops = [cut_crop(frame, face.box, self.crop_policy, self.crop_margin, size)
                  for frame, frame_faces in zip(frames, faces) for face in frame_faces]
         if not crops:
-            return np.zeros((0, s.crop_size, s.crop_size, 3), dtype=np.uint8)
+            return np.zeros((0, size, size, 3), dtype=np.uint8)
         return np.stack(crops)
 
 

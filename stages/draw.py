@@ -13,7 +13,7 @@ from typing import cast
 import cv2
 import numpy as np
 
-from deepfake_detect.stages.crop import crop_square
+from deepfake_detect.stages.crop import crop_square, crop_window
 
 VERDICT_COLOURS = {"fake": (230, 40, 40), "real": (40, 200, 70), "inconclusive": (245, 170, 30),
                    "no_face": (200, 200, 200), "error": (200, 200, 200)}
@@ -23,6 +23,8 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 @dataclass(frozen=True)
 class OverlayStyle:
     crop_margin: float = 0.3      # the classifier's crop margin: heatmaps live in that square
+    crop_policy: str = "square"   # ...cut this way (stages/crop.py): an imported detector's own cut
+    crop_size: int = 224          # ...at this size
     heatmap_alpha: float = 0.45
     max_gap_s: float = 2.0        # boxes are interpolated across shorter gaps, dropped across longer
     threshold: float = 0.5        # drawn on the timeline
@@ -137,9 +139,16 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45)
 def draw_face(frame: np.ndarray, box: np.ndarray, score: float, label: str, heatmap: np.ndarray | None,
               style: OverlayStyle) -> None:
     """Heatmap over the face's crop square, the box, and its label coloured by score."""
-    if heatmap is not None:  # over the very square the classifier saw
+    if heatmap is not None and style.crop_policy == "square":  # over the very square the classifier saw
         blend_heatmap(frame, heatmap, crop_square(np.asarray(box, np.float64), style.crop_margin, *frame.shape[:2]),
                       style.heatmap_alpha)
+    elif heatmap is not None:   # another cut: the map's part that shows frame pixels, over those pixels
+        source, (tx1, ty1, tx2, ty2) = crop_window(style.crop_policy, np.asarray(box, np.float64), style.crop_margin,
+                                                   frame.shape[0], frame.shape[1], style.crop_size)
+        k = heatmap.shape[0] / style.crop_size
+        part = heatmap[round(ty1 * k):round(ty2 * k), round(tx1 * k):round(tx2 * k)]
+        if part.size:
+            blend_heatmap(frame, part, np.asarray(source), style.heatmap_alpha)
     colour = score_colour(score)
     scale, thickness = _font(frame.shape[0])
     x1, y1, x2, y2 = (int(round(v)) for v in box)

@@ -18,6 +18,7 @@ from pydantic import AfterValidator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from deepfake_detect.stages.crop import known_crop_policy
 from deepfake_detect.stages.detect import DEFAULT_CROP_MARGIN
 from deepfake_detect.stages.settings import ConfigError, load_settings
 
@@ -57,6 +58,9 @@ class DetectorConfig:
     combiner: Annotated[str, AfterValidator(_known_combiner)] = "mean"
     input_size: Annotated[int, Ge(16)] = 224
     crop_margin: Annotated[float, Ge(0)] = DEFAULT_CROP_MARGIN  # context around the face box the members were trained with
+    # how a face crop is cut (stages/crop.py CROP_POLICIES): "square" for this project's members; an
+    # imported detector records its method's own cut
+    crop_policy: Annotated[str, AfterValidator(known_crop_policy)] = "square"
     # A ceiling on the detail the members see: each crop is shrunk to detail_size pixels and back to
     # input_size (stages/classify.to_model_input). Faces sharper than that then look alike, so a score
     # cannot follow a face's resolution, which differs from source to source (MODEL_CARD.md measured
@@ -78,6 +82,9 @@ class DetectorConfig:
     # timm.create_model arguments of each member (model_name and e.g. pad_type); filled in from
     # MEMBER_REGISTRY when not given
     architectures: dict[str, dict] = field(default_factory=dict)
+    # an imported detector's origin (training/published): format, source file and its sha256, licence,
+    # the paper's figures; empty for a detector trained here
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.detail_size is not None and self.detail_size >= self.input_size:
@@ -109,9 +116,16 @@ def create_member(name: str, drop_rate: float = 0.2, architecture: dict | None =
         if name not in MEMBER_REGISTRY:
             raise DetectorError(f"unknown member {name!r}; known: {', '.join(MEMBER_REGISTRY)}")
         architecture = MEMBER_REGISTRY[name]
+    args = dict(architecture)
+    if args.pop("library", "timm") == "efficientnet_pytorch":   # imported ICPR 2020 / SBI members (stages/members.py)
+        from deepfake_detect.stages.members import EfficientNetPytorchMember
+
+        try:
+            return EfficientNetPytorchMember(**args)
+        except (TypeError, ValueError, ImportError) as exc:
+            raise DetectorError(f"member {name!r} cannot be built from {architecture}: {exc}") from None
     import timm  # here, not at the top: timm costs ~1 s of start-up that the ONNX Runtime path never needs
 
-    args = dict(architecture)
     model_name = args.pop("model_name")
     try:
         return timm.create_model(model_name, pretrained=False, num_classes=1, drop_rate=drop_rate, global_pool="avg", **args)

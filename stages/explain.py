@@ -45,8 +45,9 @@ class Explanation:
 
 
 def target_layer(member: nn.Module) -> nn.Module:
-    """The last convolutional block of a timm member (see the module docstring for the choice)."""
-    for name in ("bn2", "conv_head"):
+    """The last convolutional block of a member (see the module docstring for the choice): the one it
+    names itself (`grad_cam_layer`, stages/members.py), else a timm model's."""
+    for name in ("grad_cam_layer", "bn2", "conv_head"):
         layer = getattr(member, name, None)
         if isinstance(layer, nn.Module):
             return layer

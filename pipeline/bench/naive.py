@@ -33,7 +33,7 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
     cfg = model.config
     device = analyzer.device
     settings = analyzer.face_detector.settings
-    margin, size = analyzer.face_detector.crop_margin, int(settings.crop_size)
+    margin, size = analyzer.face_detector.crop_margin, analyzer.face_detector.crop_size
     mtcnn = MTCNN(keep_all=True, min_face_size=20, post_process=False, device=device)
 
     def read(cap: cv2.VideoCapture, index: int) -> np.ndarray | None:

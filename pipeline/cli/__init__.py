@@ -13,6 +13,7 @@ from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.bench.run import bench
 from deepfake_detect.pipeline.bench.serve import serve_bench
 from deepfake_detect.pipeline.cli.analyze import analyze, info, sample
+from deepfake_detect.pipeline.cli.detectors import detectors
 from deepfake_detect.pipeline.cli.serve import serve
 from deepfake_detect.pipeline.cli.training import compare, evaluate, refit, train
 from deepfake_detect.pipeline.cli.watch import watch
@@ -26,5 +27,5 @@ def main(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _command in (analyze, info, sample, watch, serve, serve_bench, train, refit, evaluate, compare, bench):
+for _command in (analyze, info, sample, watch, serve, serve_bench, train, refit, evaluate, compare, bench, detectors):
     main.add_command(_command)

@@ -219,6 +219,12 @@ def info(weights: str | None, device: str) -> None:
                f"input {cfg.input_size}px" + (f" (detail {cfg.detail_size}px)" if cfg.detail_size else "") +
                f", crop margin {cfg.crop_margin}; trained: {cfg.trained}")
     click.echo(f"  sha256: {cfg.sha256} [{status}]")
+    if cfg.provenance:
+        p = cfg.provenance
+        sources = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}…)" for s in p.get("sources", []))
+        click.echo(f"  imported ({p.get('format')}): {p.get('method', '')}; crop policy {cfg.crop_policy}")
+        click.echo(f"  from: {sources}; {p.get('repository', '')}")
+        click.echo(f"  licence: {p.get('licence', 'not recorded')}")
 
 
 @click.command()

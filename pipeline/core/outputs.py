@@ -20,7 +20,7 @@ from deepfake_detect.pipeline.core.config import RenderSettings
 from deepfake_detect.pipeline.core.report import AnalysisReport
 from deepfake_detect.pipeline.core.writers import output_stem
 from deepfake_detect.stages.aggregate import FaceScore
-from deepfake_detect.stages.crop import crop_face
+from deepfake_detect.stages.crop import cut_crop
 from deepfake_detect.stages.decode import MediaReader
 from deepfake_detect.stages.draw import Banner, FaceSample, OverlayStyle, annotate_image, heatmap_strip, verdict_banner
 from deepfake_detect.stages.render import RenderStats, render_annotated_video
@@ -77,6 +77,7 @@ class AnalysedInput:
     reader: MediaReader                  # to re-read the frames a writer draws on
     crop_margin: float                   # the crop actually used, as resolved by the face detector:
     crop_size: int                       # heatmaps are laid back over that same square
+    crop_policy: str                     # ...cut this way (stages/crop.py)
     member_names: tuple[str, ...]        # the detector's members, in the order of the member maps
     member_architectures: tuple[str, ...]  # each member's timm model name (replicas of a seed ensemble share one)
     sampled: tuple[int, ...]             # the analysed frame indices (the video's timeline marks them)
@@ -119,7 +120,8 @@ def _small_map(heatmap: np.ndarray) -> np.ndarray:
 
 
 def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[FaceScore], crop_margin: float,
-                  crop_size: int, detailed_frames: Set[int] = frozenset()) -> dict[FaceKey, FaceExplanation]:
+                  crop_size: int, detailed_frames: Set[int] = frozenset(),
+                  crop_policy: str = "square") -> dict[FaceKey, FaceExplanation]:
     """Grad-CAM for every face, once: re-read its frame, crop it as the classifier did, explain.
 
     Crops are explained a chunk of frames at a time. Faces in `detailed_frames` keep their crop and
@@ -133,7 +135,7 @@ def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[Fac
     for start in range(0, len(order), CHUNK_FRAMES):
         pairs = [(frame, face) for idx, frame in _frames_in_chunks(reader, order[start:start + CHUNK_FRAMES])
                  for face in by_frame[idx]]
-        crops = np.stack([crop_face(frame, np.asarray(face.box, np.float32), crop_margin, crop_size)
+        crops = np.stack([cut_crop(frame, np.asarray(face.box, np.float32), crop_policy, crop_margin, crop_size)
                           for frame, face in pairs])
         maps = explainer.explain(crops)
         for k, (_, face) in enumerate(pairs):
@@ -148,7 +150,8 @@ def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[Fac
 
 def _style(analysed: AnalysedInput, settings: RenderSettings) -> OverlayStyle:
     threshold = analysed.report.threshold
-    return OverlayStyle(crop_margin=analysed.crop_margin, heatmap_alpha=settings.heatmap_alpha,
+    return OverlayStyle(crop_margin=analysed.crop_margin, crop_policy=analysed.crop_policy, crop_size=analysed.crop_size,
+                        heatmap_alpha=settings.heatmap_alpha,
                         threshold=float(threshold if threshold is not None else 0.5))
 
 

@@ -158,8 +158,11 @@ class Analyzer:
         else:
             self.classifier = CropClassifier(self.model, self.device, config.batch_size or TORCH_BATCH)
         detect = config.detect
-        if detect.crop_margin is None:  # cut crops as the members saw them in training
-            detect = dataclasses.replace(detect, crop_margin=self.detector_config.crop_margin)
+        # cut crops as the members saw them in training: their margin, size and the cut itself
+        detect = dataclasses.replace(
+            detect, crop_margin=self.detector_config.crop_margin if detect.crop_margin is None else detect.crop_margin,
+            crop_size=detect.crop_size or self.detector_config.input_size,
+            crop_policy=detect.crop_policy or self.detector_config.crop_policy)
         self.face_detector = create_face_detector(detect, self.device, sessions=nets)
         threshold = config.aggregate.threshold
         self.aggregate_settings = dataclasses.replace(
@@ -361,10 +364,10 @@ class Analyzer:
         faces in `detailed_frames` keep full-size maps, the others only the small map."""
         detect = self.face_detector.settings  # the margin and size actually used, resolved from the detector
         assert detect.crop_margin is not None  # FaceDetector replaces None with a margin
-        margin, size = float(detect.crop_margin), int(detect.crop_size)
-        explanations = explain_faces(self.explainer, reader, all_faces(report), margin, size, detailed_frames)
+        margin, size, policy = float(detect.crop_margin), self.face_detector.crop_size, self.face_detector.crop_policy
+        explanations = explain_faces(self.explainer, reader, all_faces(report), margin, size, detailed_frames, policy)
         return AnalysedInput(
-            report=report, reader=reader, crop_margin=margin, crop_size=size,
+            report=report, reader=reader, crop_margin=margin, crop_size=size, crop_policy=policy,
             member_names=tuple(self.detector_config.members),
             member_architectures=tuple(str(self.detector_config.architectures[n]["model_name"])
                                        for n in self.detector_config.members),
