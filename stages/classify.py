@@ -58,7 +58,9 @@ def to_model_input(crops: np.ndarray, mean, std, size: int, device: torch.device
 
 
 def detector_input(crops: np.ndarray, config: DetectorConfig, device: torch.device) -> torch.Tensor:
-    """Crops to what `config`'s members take: its input size, detail ceiling and normalisation."""
+    """RGB crops to what `config`'s members take: channel order, input size, detail ceiling, normalisation."""
+    if config.channels == "bgr":
+        crops = crops[..., ::-1]
     return to_model_input(crops, config.mean, config.std, config.input_size, device, config.detail_size)
 
 

@@ -61,7 +61,7 @@ def crop_face(frame: np.ndarray, box: np.ndarray, margin: float, size: int) -> n
 # these models). A policy gives, for a face box, the frame pixels used (`source`) and where they
 # land in the size x size crop (`target`); what is outside `target` is zero padding. The same
 # window cuts the crop, and lays a heatmap computed on the crop back over the frame.
-CROP_POLICIES = ("square", "sbi", "icpr2020", "dfdc-winner")
+CROP_POLICIES = ("square", "sbi", "icpr2020", "dfdc-winner", "resnext-lstm")
 
 
 def known_crop_policy(name: str) -> str:
@@ -85,7 +85,9 @@ def crop_window(policy: str, box: np.ndarray, margin: float, height: int, width:
     - icpr2020 (Bonettini et al. 2020, BlazeFace extractor): offset = round(0.2 * box height) on
       each side and twice that above, clipped; zero-padded to `size` where smaller, then stretched;
     - dfdc-winner (Seferbekov 2020): the box widened by w//3 and h//3 on each side, clipped,
-      its long side resized to `size`, centred on a zero canvas.
+      its long side resized to `size`, centred on a zero canvas;
+    - resnext-lstm (abhijitjadhav1998): the box itself, no margin, stretched to the crop (Pillow's
+      bilinear resize, as torchvision's Resize on a PIL image).
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = x2 - x1, y2 - y1
@@ -104,6 +106,8 @@ def crop_window(policy: str, box: np.ndarray, margin: float, height: int, width:
         left, top = (pw - cw) // 2, (ph - ch) // 2
         return source, (round(left * size / pw), round(top * size / ph),
                         round((left + cw) * size / pw), round((top + ch) * size / ph))
+    if policy == "resnext-lstm":
+        return _clip(x1, y1, x2, y2, height, width), (0, 0, size, size)
     if policy == "dfdc-winner":
         ix1, iy1, ix2, iy2 = int(x1), int(y1), int(x2), int(y2)
         pw, ph = (ix2 - ix1) // 3, (iy2 - iy1) // 3
@@ -131,6 +135,10 @@ def cut_crop(frame: np.ndarray, box: np.ndarray, policy: str, margin: float, siz
         return cv2.resize(padded, (size, size), interpolation=cv2.INTER_LINEAR)
     if policy == "sbi":
         return cv2.resize(source, (size, size), interpolation=cv2.INTER_LINEAR)
+    if policy == "resnext-lstm":
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.ascontiguousarray(source)).resize((size, size), Image.Resampling.BILINEAR))
     # dfdc-winner: isotropic, area when shrinking and cubic when enlarging, centred on zeros
     if max(source.shape[:2]) == size:
         resized = source

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from annotated_types import Ge, Interval
@@ -66,6 +66,8 @@ class DetectorConfig:
     # cannot follow a face's resolution, which differs from source to source (MODEL_CARD.md measured
     # 112 and did not ship it). None: every pixel of the input_size crop.
     detail_size: Annotated[int, Ge(8)] | None = None
+    # channel order the members take: "bgr" for a published model trained on OpenCV's frames unconverted
+    channels: Literal["rgb", "bgr"] = "rgb"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     threshold: Annotated[float, Interval(ge=0, le=1)] = 0.5
@@ -117,10 +119,13 @@ def create_member(name: str, drop_rate: float = 0.2, architecture: dict | None =
             raise DetectorError(f"unknown member {name!r}; known: {', '.join(MEMBER_REGISTRY)}")
         architecture = MEMBER_REGISTRY[name]
     args = dict(architecture)
-    if args.pop("library", "timm") == "efficientnet_pytorch":   # imported ICPR 2020 / SBI members (stages/members.py)
-        from deepfake_detect.stages.members import EfficientNetPytorchMember
+    library = args.pop("library", "timm")
+    if library in ("efficientnet_pytorch", "resnext_lstm"):   # imported members (stages/members.py)
+        from deepfake_detect.stages.members import EfficientNetPytorchMember, ResNeXtLstmMember
 
         try:
+            if library == "resnext_lstm":
+                return ResNeXtLstmMember(**args)
             return EfficientNetPytorchMember(**args)
         except (TypeError, ValueError, ImportError) as exc:
             raise DetectorError(f"member {name!r} cannot be built from {architecture}: {exc}") from None

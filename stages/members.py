@@ -61,3 +61,34 @@ class EfficientNetPytorchMember(nn.Module):
         if self.head == "linear":
             x = net._dropout(x)
         return self.classifier(x)
+
+
+class ResNeXtLstmMember(nn.Module):
+    """abhijitjadhav1998/Deepfake_detection_using_deep_learning's ResNeXt50-32x4d + LSTM, as its published
+    inference computes it, one fake logit per face crop.
+
+    Its `nn.LSTM(2048, 2048, 1, False)` passes False as `bias`, and a window of frames (1, T, 2048)
+    meets an LSTM that is not batch-first: the T frames become a batch of one-step sequences, and the
+    model reads the output of the last one. Its score of a window is therefore its score of the
+    window's last frame, one LSTM step from a zero state; scoring each crop that way gives every
+    window's score (tests/test_published.py checks both against the original class). Class 1 is
+    REAL, so the fake logit is z0 - z1 (softmax(z)[0] = sigmoid(z0 - z1)).
+    """
+
+    def __init__(self, lstm_bias: bool = False) -> None:
+        super().__init__()
+        import torchvision
+
+        self.model = nn.Sequential(*list(torchvision.models.resnext50_32x4d().children())[:-2])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.lstm = nn.LSTM(2048, 2048, 1, bias=lstm_bias)   # False as published; True for a checkpoint that has biases
+        self.classifier = nn.Linear(2048, 1)
+
+    @property
+    def grad_cam_layer(self) -> nn.Module:
+        return self.model[-1]   # layer4: the last convolutional stage
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.avgpool(self.model(x)).flatten(1)          # (N, 2048)
+        out, _ = self.lstm(features.unsqueeze(0))                  # one step for each of N sequences
+        return self.classifier(out[0])

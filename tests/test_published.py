@@ -226,3 +226,88 @@ def test_a_file_of_another_format_is_refused_in_one_line(tmp_path):
     (tmp_path / "code.pth").write_bytes(b"not a pickle")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         import_detector("sbi", [tmp_path / "code.pth"], tmp_path / "x")
+
+
+# -- ResNeXt-LSTM ----------------------------------------------------------------------------------
+def test_resnext_lstm_checkpoint_scores_a_window_as_the_original(tmp_path, frame):
+    import torchvision
+    from torchvision import transforms
+
+    class Model(nn.Module):   # ml_app/views.py, argument for argument (its 4th LSTM argument is `bias`)
+        def __init__(self, num_classes=2, latent_dim=2048, lstm_layers=1, hidden_dim=2048, bidirectional=False):
+            super().__init__()
+            self.model = nn.Sequential(*list(torchvision.models.resnext50_32x4d().children())[:-2])
+            self.lstm = nn.LSTM(latent_dim, hidden_dim, lstm_layers, bidirectional)
+            self.relu = nn.LeakyReLU()
+            self.dp = nn.Dropout(0.4)
+            self.linear1 = nn.Linear(2048, num_classes)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            batch_size, seq_length, c, h, w = x.shape
+            fmap = self.model(x.view(batch_size * seq_length, c, h, w))
+            x_lstm, _ = self.lstm(self.avgpool(fmap).view(batch_size, seq_length, 2048), None)
+            return fmap, self.dp(self.linear1(x_lstm[:, -1, :]))
+
+    model = _randomise(Model(), seed=5)
+    path = tmp_path / "model_87_acc_20_frames_final_data.pt"
+    torch.save(model.state_dict(), path)
+    folder = import_detector("resnext-lstm", [path], tmp_path / "resnext")
+    transform = transforms.Compose([transforms.ToPILImage(), transforms.Resize((112, 112)), transforms.ToTensor(),
+                                    transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    bgr = np.ascontiguousarray(frame[..., ::-1])   # its frames come from cv2, never converted to RGB
+    boxes = [np.array(b, np.float32) for b in ([190, 110, 320, 280], [205, 118, 331, 289], [200, 120, 330, 290])]
+
+    def window(last_first: list[np.ndarray]) -> float:
+        faces = [transform(bgr[int(b[1]):int(b[3]), int(b[0]):int(b[2])]) for b in last_first]
+        with torch.no_grad():
+            return torch.softmax(model(torch.stack(faces)[None])[1], 1)[0, 0].item()   # index 0: FAKE
+
+    expected = window(boxes)
+    assert window([boxes[1], boxes[0], boxes[2]]) == pytest.approx(expected, abs=1e-6)   # only the last crop counts
+    assert _pipeline_score(folder, frame) == pytest.approx(expected, abs=1e-5)   # BOX is the window's last face
+    assert load_detector(folder).config.provenance["window_frames"] == 20
+
+
+def test_an_imported_detector_runs_through_analyze_with_heatmaps(tmp_path):
+    """The CLI end to end: import, `info`, then `analyze --weights` with rendering (ONNX Runtime scores,
+    Grad-CAM on the PyTorch member, the method's crop window laid back over the photo)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from deepfake_detect.pipeline.cli import main
+    from deepfake_detect.pipeline.core.samples import make_sample_photo
+
+    path = tmp_path / "EfficientNetAutoAttB4_FFPP_bestval-0000.pth"
+    torch.save(_randomise(_IcprNet(True), seed=6).state_dict(), path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["detectors", "import", "icpr2020", str(path), "--out", str(tmp_path / "det")])
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(main, ["detectors", "import", "icpr2020", str(path), "--out", str(tmp_path / "det")])
+    assert again.exit_code != 0 and "already holds a detector" in again.output
+    info = runner.invoke(main, ["info", "--weights", str(tmp_path / "det")])
+    assert "imported (icpr2020)" in info.output and "licence: GPL-3.0" in info.output and path.name in info.output
+    photo = make_sample_photo(tmp_path / "face.jpg")
+    result = runner.invoke(main, ["analyze", str(photo), "--weights", str(tmp_path / "det"), "--out", str(tmp_path / "out"),
+                                  "--render"])
+    assert result.exit_code in (0, 1, 3), result.output
+    report = json.loads((tmp_path / "out" / "face.jpg.json").read_text())
+    assert report["verdict"] in ("real", "fake", "inconclusive") and 0 <= report["score"] <= 1
+    assert report["model"]["members"] == ["icpr2020_EfficientNetAutoAttB4"]
+    assert (tmp_path / "out" / "face.jpg.annotated.png").is_file()
+
+
+def test_a_heatmap_is_laid_over_the_pixels_the_method_cut():
+    from deepfake_detect.stages.crop import crop_window
+    from deepfake_detect.stages.draw import OverlayStyle, draw_face
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    box = np.array([300.0, 200.0, 340.0, 300.0])   # tall and narrow: the dfdc-winner cut pads left and right
+    (sx1, sy1, sx2, sy2), (tx1, _, tx2, _) = crop_window("dfdc-winner", box, 0.0, 480, 640, 380)
+    assert tx1 > 0 and tx2 < 380   # padding in the crop, which must not be painted over the frame
+    draw_face(frame, box, 0.9, "", np.ones((380, 380), np.float32),
+              OverlayStyle(crop_policy="dfdc-winner", crop_size=380, crop_margin=0.0))
+    assert frame[250, sx1 + 2].any() and frame[250, sx2 - 2].any()            # inside the cut: coloured
+    assert not frame[250, sx1 - 3].any() and not frame[250, sx2 + 3].any()    # beside it: untouched
+    assert not frame[sy2 + 3, 320].any()

@@ -8,7 +8,7 @@ import click
 from deepfake_detect.pipeline.core.errors import CommandError
 
 # the formats of training/published (listed here so that --help needs no torch)
-FORMATS = ("icpr2020", "sbi", "dfdc-winner")
+FORMATS = ("icpr2020", "sbi", "dfdc-winner", "resnext-lstm")
 
 
 @click.group()
@@ -28,6 +28,7 @@ def import_command(format_name: str, checkpoints: tuple[str, ...], out_dir: str)
     icpr2020     EfficientNetB4, ...AutoAttB4, and their ST variants (DFDC- or FF++-trained .pth)
     sbi          Self-Blended Images, FFraw.tar or FFc23.tar
     dfdc-winner  one or several final_*_DeepFakeClassifier_tf_efficientnet_b7_ns_* (several: averaged)
+    resnext-lstm model_*_acc_*_frames_final_data.pt (ResNeXt50 + LSTM)
 
     The pickle is read with weights_only=True (no code in it runs); the folder holds safetensors only.
     """

@@ -28,6 +28,7 @@ FORMATS = {
     "icpr2020": "icpr2020",
     "sbi": "sbi",
     "dfdc-winner": "dfdc_winner",
+    "resnext-lstm": "resnext_lstm",
 }
 
 
