@@ -105,3 +105,17 @@ def test_two_analyses_at_once(weights_dir, tmp_path):
     assert figures["alone"]["wall_s"] > 0 and len(figures["both"]["each_s"]) == 2
     assert figures["ratio"] == pytest.approx(figures["both"]["wall_s"] / figures["alone"]["wall_s"])
     assert figures["within_target"] == (figures["ratio"] <= figures["target"])
+
+
+def test_architectures_row_times_each_member_on_both_backends():
+    from deepfake_detect.pipeline.bench.architectures import architectures_bench
+    from deepfake_detect.pipeline.bench.tables import architectures_lines
+
+    said = []
+    result = architectures_bench(1, said.append, crops=2, only=("this project: mobilenetv2_100", "icpr2020"))
+    rows = {row["architecture"]: row for row in result["rows"]}
+    assert set(rows) == {"this project: mobilenetv2_100", "icpr2020: EfficientNetAutoAttB4"}
+    for row in rows.values():
+        assert row["torch_crops_per_s"] > 0 and row["onnx_crops_per_s"] > 0 and row["max_prob_diff"] < 1e-3
+    assert rows["icpr2020: EfficientNetAutoAttB4"]["params_m"] > 3 * rows["this project: mobilenetv2_100"]["params_m"]
+    assert "icpr2020: EfficientNetAutoAttB4" in architectures_lines(result) and len(said) == 2

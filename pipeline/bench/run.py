@@ -52,6 +52,7 @@ class BenchPlan:
     cold_runs: int
     concurrent: bool
     engines: bool = False   # --engine local vs --engine ray (starts Ray: off unless asked for)
+    architectures: bool = False   # crops/s of every member architecture, ours and the published ones
 
 
 def load_bench_detector(weights: str | None, work: Path) -> tuple[EnsembleDetector, Path, str]:
@@ -146,7 +147,8 @@ def run_bench(plan: BenchPlan, work: Path, say: Callable[[str], None]) -> dict[s
     result: dict[str, Any] = {
         "device": str(analyzer.device), "backend": analyzer.backend, "threads": threads, "cores": os.cpu_count(),
         "cpu": cpu, "note": note, "weights": str(weights), "frames": plan.frames, "rows": rows,
-        "naive": None, "no_loss": None, "cold_cli": None, "concurrent": None, "engines": None, "skipped": {},
+        "naive": None, "no_loss": None, "cold_cli": None, "concurrent": None, "engines": None, "architectures": None,
+        "skipped": {},
     }
     if plan.naive:
         naive = naive_loop(analyzer, base, open_media(base, config.limits).sample(sampling))
@@ -180,6 +182,10 @@ def run_bench(plan: BenchPlan, work: Path, say: Callable[[str], None]) -> dict[s
             result["engines"] = engines_bench(analyzer, base, work, say)
         except BenchError as exc:   # e.g. ray not installed: the other figures still stand
             result["skipped"]["engines"] = str(exc)
+    if plan.architectures:
+        from deepfake_detect.pipeline.bench.architectures import architectures_bench
+
+        result["architectures"] = architectures_bench(threads["compute"], say)
     result["load_average"] = {"start": load_start, "end": _load_average()}
     return result
 
@@ -228,13 +234,15 @@ def stdout_reserved(reserve: bool) -> Iterator[None]:
 @click.option("--cold-runs", default=3, type=click.IntRange(min=1), show_default=True, help="Timed runs per cold command.")
 @click.option("--engines/--no-engines", default=False, show_default=True,
               help="Files/s of analyze --engine local vs --engine ray (1 and 2 workers, a local Ray instance).")
+@click.option("--architectures/--no-architectures", default=False, show_default=True,
+              help="Also time every member architecture, ours and the importable published ones (random weights).")
 @click.option("--concurrent/--no-concurrent", default=True, show_default=True,
               help="Time two analysis processes at once against one alone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object on stdout (the rest goes to stderr).")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Write the figures as JSON here.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the clips here (default: a temp folder).")
 def bench(weights, device, backend, threads, seconds, size, frames, hd_seconds, hd_size, long_minutes, render, naive,
-          compare_backends, cold, cold_runs, concurrent, engines, as_json, json_out, workdir) -> None:
+          compare_backends, cold, cold_runs, architectures, concurrent, engines, as_json, json_out, workdir) -> None:
     """Measure analysis speed and memory on generated clips, against a naive loop and cold processes."""
     from deepfake_detect.pipeline.bench.tables import print_tables
 
@@ -242,7 +250,8 @@ def bench(weights, device, backend, threads, seconds, size, frames, hd_seconds, 
         plan = BenchPlan(weights=weights, device=device, backend=backend, threads=threads, seconds=seconds,
                          size=parse_size(size), frames=frames, hd_seconds=hd_seconds, hd_size=parse_size(hd_size),
                          long_minutes=long_minutes, render=render, naive=naive, compare_backends=compare_backends,
-                         cold=cold, cold_runs=cold_runs, concurrent=concurrent, engines=engines)
+                         cold=cold, cold_runs=cold_runs, concurrent=concurrent, engines=engines,
+                         architectures=architectures)
     except BenchError as exc:
         raise CommandError(str(exc)) from None
 

@@ -68,10 +68,20 @@ def engines_lines(engines: dict[str, Any]) -> str:
                   rows) + f"\n{engines['files']} copies of {engines['clip']}, rendering off")
 
 
+def architectures_lines(arch: dict[str, Any]) -> str:
+    rows = [[r["architecture"], str(r["input"]), f"{r['params_m']:.1f}", f"{r['onnx_mib']:.0f}",
+             f"{r['torch_crops_per_s']:.1f}", f"{r['onnx_crops_per_s']:.1f}", f"{r['max_prob_diff']:.1e}"]
+            for r in arch["rows"]]
+    return (table(["architecture", "input px", "params M", "onnx MiB", "torch crops/s", "onnx crops/s",
+                   "max prob diff"], rows)
+            + f"\n{arch['crops']} random crops each, {arch['threads']} threads, random weights")
+
+
 def print_tables(result: dict[str, Any], say: Callable[[str], None]) -> None:
     say("\n" + clip_table(result["rows"]))
     for key, lines in (("naive", naive_lines), ("no_loss", no_loss_lines), ("cold_cli", cold_lines),
-                       ("concurrent", concurrent_lines), ("engines", engines_lines)):
+                       ("concurrent", concurrent_lines), ("engines", engines_lines),
+                       ("architectures", architectures_lines)):
         if result.get(key):
             say("\n" + lines(result[key]))
     for key, reason in result["skipped"].items():

@@ -34,10 +34,14 @@ def convert(states: list[dict[str, torch.Tensor]], names: list[str]) -> tuple[De
         member = {key: value for key, value in member.items() if not key.startswith("classifier.")}
         member.update(take(state, "fc.", "classifier."))
         members[f"dfdc_b7_{index}" if len(states) > 1 else "dfdc_b7"] = member
-    names_ = list(members)
-    config = DetectorConfig(members=names_, architectures={n: {"model_name": "tf_efficientnet_b7"} for n in names_},
-                            input_size=380, crop_margin=0.0, crop_policy="dfdc-winner", mean=IMAGENET_MEAN,
-                            std=IMAGENET_STD, threshold=0.5, drop_rate=0.0, combiner="mean",
-                            name="dfdc-winner-b7" + (f"-x{len(names_)}" if len(names_) > 1 else ""),
-                            version="imported", trained=True, provenance=dict(INFO))
-    return config, members
+    return example_config(list(members)), members
+
+
+def example_config(members: list[str] | None = None) -> DetectorConfig:
+    """The detector.json an import of these members writes (the bench times one with random weights)."""
+    names = members or ["dfdc_b7"]
+    return DetectorConfig(members=names, architectures={n: {"model_name": "tf_efficientnet_b7"} for n in names},
+                          input_size=380, crop_margin=0.0, crop_policy="dfdc-winner", mean=IMAGENET_MEAN,
+                          std=IMAGENET_STD, threshold=0.5, drop_rate=0.0, combiner="mean",
+                          name="dfdc-winner-b7" + (f"-x{len(names)}" if len(names) > 1 else ""),
+                          version="imported", trained=True, provenance=dict(INFO))

@@ -36,15 +36,19 @@ def convert(states: list[dict[str, torch.Tensor]], names: list[str]) -> tuple[De
               if key.startswith("efficientnet.") and not key.startswith(("efficientnet.attconv.", "efficientnet._fc."))}
     member.update(take(net, "efficientnet.attconv.", "attconv."))
     member.update(take(state, "classifier.", "classifier."))   # ST: the siamese head (feat_ext's own is unused)
+    trained_on = "DFDC" if "_DFDC_" in names[0] else "FF++" if "_FFPP_" in names[0] else "unknown (not in the file name)"
+    config = example_config(attention, siamese, trained_on)
+    return config, {config.members[0]: member}
+
+
+def example_config(attention: bool = True, siamese: bool = False, trained_on: str = "") -> DetectorConfig:
+    """The detector.json of a variant (the bench times it with random weights)."""
     variant = f"EfficientNet{'AutoAtt' if attention else ''}B4{'ST' if siamese else ''}"
     architecture = {"library": "efficientnet_pytorch", "model_name": "efficientnet-b4",
                     "attention_block": ATTENTION_BLOCK if attention else None,
                     "head": "bn_linear" if siamese else "linear"}
     name = f"icpr2020_{variant}"
-    config = DetectorConfig(members=[name], architectures={name: architecture}, input_size=224, crop_margin=0.0,
-                            crop_policy="icpr2020", mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5,
-                            name=name, version="imported", trained=True,
-                            provenance={**INFO, "variant": variant,
-                                        "trained_on": "DFDC" if "_DFDC_" in names[0] else
-                                        "FF++" if "_FFPP_" in names[0] else "unknown (not in the file name)"})
-    return config, {name: member}
+    return DetectorConfig(members=[name], architectures={name: architecture}, input_size=224, crop_margin=0.0,
+                          crop_policy="icpr2020", mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5,
+                          name=name, version="imported", trained=True,
+                          provenance={**INFO, "variant": variant, "trained_on": trained_on})

@@ -38,11 +38,15 @@ def convert(states: list[dict[str, torch.Tensor]], names: list[str]) -> tuple[De
     member["classifier.weight"] = (weight[0] - weight[1]).unsqueeze(0).float()   # class 0 is FAKE
     member["classifier.bias"] = (bias[0] - bias[1]).reshape(1).float()
     frames = re.search(r"_(\d+)_frames", names[0])
+    config = example_config(int(frames.group(1)) if frames else None, lstm_bias="lstm.bias_ih_l0" in state)
+    return config, {config.members[0]: member}
+
+
+def example_config(window_frames: int | None = None, lstm_bias: bool = False) -> DetectorConfig:
+    """The detector.json an import writes (the bench times it with random weights)."""
     name = "resnext50_lstm"
-    config = DetectorConfig(members=[name], architectures={name: {"library": "resnext_lstm",
-                                                                    "lstm_bias": "lstm.bias_ih_l0" in state}},
-                            input_size=112, crop_margin=0.0, crop_policy="resnext-lstm", channels="bgr",
-                            mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5, drop_rate=0.0,
-                            name=f"resnext-lstm-{frames.group(1) if frames else 'n'}-frames", version="imported",
-                            trained=True, provenance={**INFO, "window_frames": int(frames.group(1)) if frames else None})
-    return config, {name: member}
+    return DetectorConfig(members=[name], architectures={name: {"library": "resnext_lstm", "lstm_bias": lstm_bias}},
+                          input_size=112, crop_margin=0.0, crop_policy="resnext-lstm", channels="bgr",
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5, drop_rate=0.0,
+                          name=f"resnext-lstm-{window_frames or 'n'}-frames", version="imported", trained=True,
+                          provenance={**INFO, "window_frames": window_frames})

@@ -33,10 +33,14 @@ def convert(states: list[dict[str, torch.Tensor]], names: list[str]) -> tuple[De
     weight, bias = net["_fc.weight"].double(), net["_fc.bias"].double()
     member["classifier.weight"] = (weight[1] - weight[0]).unsqueeze(0).float()
     member["classifier.bias"] = (bias[1] - bias[0]).reshape(1).float()
+    config = example_config(f"sbi-{names[0].rsplit('.', 1)[0]}")
+    return config, {config.members[0]: member}
+
+
+def example_config(detector_name: str = "sbi") -> DetectorConfig:
+    """The detector.json an import writes (the bench times it with random weights)."""
     name = "sbi_efficientnet_b4"
-    config = DetectorConfig(members=[name], architectures={name: {"library": "efficientnet_pytorch",
-                                                                    "model_name": "efficientnet-b4"}},
-                            input_size=380, crop_margin=0.0, crop_policy="sbi", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                            threshold=0.5, name=f"sbi-{names[0].rsplit('.', 1)[0]}", version="imported", trained=True,
-                            provenance=dict(INFO))
-    return config, {name: member}
+    return DetectorConfig(members=[name], architectures={name: {"library": "efficientnet_pytorch",
+                                                                  "model_name": "efficientnet-b4"}},
+                          input_size=380, crop_margin=0.0, crop_policy="sbi", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                          threshold=0.5, name=detector_name, version="imported", trained=True, provenance=dict(INFO))
