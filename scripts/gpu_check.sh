@@ -59,3 +59,6 @@ for device in ("cuda", "cpu"):
         torch.cuda.synchronize()
     print(f"classifier on {device}: {n / (time.perf_counter() - t0):.0f} crops/s ({torch.get_num_threads()} CPU threads)")
 PY
+# issue 28: member architectures in fp32/fp16/bf16 and the whole pipeline warm on CUDA (needs the
+# efficientnet_pytorch wheel in .whl/ too: pip wheel --no-deps -w .whl efficientnet_pytorch==0.7.1)
+python3 scripts/gpu_published.py "$OUT" || echo "gpu_published.py exit status $?"

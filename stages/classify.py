@@ -72,6 +72,7 @@ class CropClassifier:
         self.device = device
         self.batch_size = batch_size
         self.member_names = list(model.config.members)
+        self.half = device.type == "cuda"   # fp16 autocast on CUDA; False scores in fp32 (to measure the difference)
 
     def score(self, crops: np.ndarray) -> CropScores:
         n_members = len(self.member_names)
@@ -81,8 +82,7 @@ class CropClassifier:
         ens, mem = [], []
         for start in range(0, len(crops), self.batch_size):
             x = detector_input(crops[start:start + self.batch_size], cfg, self.device)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
-                                                        enabled=self.device.type == "cuda"):
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
                 prob, member_prob = self.model(x)
             ens.append(prob.float().cpu().numpy())
             mem.append(member_prob.float().cpu().numpy())
