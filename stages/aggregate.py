@@ -184,3 +184,10 @@ def _score_tracks(faces: list[FaceScore], frames_analysed: int, settings: Aggreg
         tracks=tracks,
         keyframes=pick_keyframes(counted_faces, settings.keyframes, frames_analysed),
     )
+
+
+def provenance_decides(verdict: str, declares_generated: bool) -> bool:
+    """Whether the headline verdict is "fake" on the file's own word: an intact content credential that
+    declares the content made by a generative model decides it, whatever the detector saw (its own
+    verdict stays in the report); an analysis that failed stays an error."""
+    return declares_generated and verdict != "error"

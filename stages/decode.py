@@ -310,7 +310,8 @@ def _open_video(path: Path, limits: DecodeLimits, num_threads: int, sniffed: Sni
     info = MediaInfo(path=str(path), kind="video", fps=fps, frame_count=frame_count,
                      duration_s=duration or frame_count / fps, width=upright_w, height=upright_h,
                      source_width=src_w, source_height=src_h, rotation=rotation,
-                     has_audio=any(s.type == "Audio" for s in streams) or bool(meta.get("audio_codec")))
+                     has_audio=any(s.type == "Audio" for s in streams) or bool(meta.get("audio_codec")),
+                     container=header)
     def reopen() -> VideoReader:
         with decoder_log.stderr_to_log("decord"):
             return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **kwargs)

@@ -94,6 +94,7 @@ class MediaInfo:
     source_height: int
     rotation: int        # degrees clockwise applied to make frames upright
     has_audio: bool
+    container: str = ""  # a video's description by ffmpeg (its metadata lines: encoder, creation time, ...)
 
 
 def _no_frames() -> np.ndarray:

@@ -37,7 +37,8 @@ def summary_table(reports: list[AnalysisReport]) -> str:
     for r in reports:
         people = sum(1 for t in r.tracks if t.counted)
         detail = r.input.path if not r.errors else f"{r.input.path}  ({r.errors[0]})"
-        rows.append((r.verdict, "-" if r.score is None else f"{r.score:.3f}",
+        verdict = f"{r.verdict} (c2pa)" if r.verdict_basis == "provenance" else r.verdict
+        rows.append((verdict, "-" if r.score is None else f"{r.score:.3f}",
                      "-" if r.fake_percentage is None else f"{r.fake_percentage:.0f}",
                      str(people), str(r.frames_analysed), f"{r.timings.get('total_s', 0):.1f}", detail))
     widths = [max(len(row[i]) for row in rows) for i in range(6)]

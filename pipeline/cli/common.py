@@ -38,6 +38,8 @@ def analysis_options(func: F) -> F:
         click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]),
                      help="auto (default): ONNX Runtime on CPU, PyTorch on a GPU."),
         click.option("--threads", type=int, help="CPU threads per analysis (default: the cores, shared among workers)."),
+        click.option("--trust-anchors", type=click.Path(dir_okay=False),
+                     help="PEM file of trusted C2PA signer roots (without: intact content credentials are 'untrusted')."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -59,13 +61,13 @@ def _sampling_overrides(frames: int | None, fps: float | None, every: int | None
 def config_from_options(config_file: str | None, sets: tuple[str, ...], frames: int | None, fps: float | None,
                         every: int | None, threshold: float | None, device: str | None, weights: str | None,
                         batch_size: int | None, backend: str | None = None, threads: int | None = None,
-                        **extra: Any) -> AnalysisConfig:
+                        trust_anchors: str | None = None, **extra: Any) -> AnalysisConfig:
     """The analysis settings from `analysis_options` (plus dotted `extra` keys), checked whole
     before anything heavy loads: a wrong setting is one line naming its key."""
     from deepfake_detect.pipeline.core.config import ConfigError, load_config, parse_set_option
 
     overrides = {"aggregate.threshold": threshold, "device": device, "weights": weights, "batch_size": batch_size,
-                 "backend": backend, "threads": threads,
+                 "backend": backend, "threads": threads, "provenance.trust_anchors": trust_anchors,
                  **_sampling_overrides(frames, fps, every), **extra}
     try:
         values = parse_set_option(sets)

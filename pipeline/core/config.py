@@ -17,6 +17,7 @@ from annotated_types import Ge, Interval
 from deepfake_detect.stages.aggregate import AggregateSettings
 from deepfake_detect.stages.decode import DecodeLimits, Sampling
 from deepfake_detect.stages.detect import DetectSettings
+from deepfake_detect.stages.provenance import ProvenanceSettings
 from deepfake_detect.stages.settings import ConfigError, load_settings, parse_yaml, read_yaml
 from deepfake_detect.stages.track import TrackSettings
 
@@ -42,6 +43,7 @@ class AnalysisConfig:
     track: TrackSettings = TrackSettings()
     aggregate: AggregateSettings = AggregateSettings()
     render: RenderSettings = RenderSettings()
+    provenance: ProvenanceSettings = ProvenanceSettings()
     device: str = "auto"
     # auto: ONNX Runtime on CPU (same scores, about twice as fast), PyTorch on a GPU
     backend: Literal["auto", "onnx", "torch"] = "auto"
@@ -53,7 +55,7 @@ class AnalysisConfig:
 
 # What may differ between two inputs analysed by one loaded model (`Analyzer.settings_for_input`);
 # the rest (device, backend, threads, detector, batch size, face detection) is fixed when it loads.
-PER_INPUT_SETTINGS = ("sampling", "limits", "track", "aggregate", "render", "chunk_size")
+PER_INPUT_SETTINGS = ("sampling", "limits", "track", "aggregate", "render", "provenance", "chunk_size")
 
 
 def check_per_input(base: AnalysisConfig, config: AnalysisConfig) -> None:

@@ -17,11 +17,12 @@ from annotated_types import Ge
 from pydantic import ConfigDict, TypeAdapter, with_config
 
 from deepfake_detect.stages.aggregate import FaceScore, Keyframe, TrackSummary, Verdict
+from deepfake_detect.stages.provenance import C2paAction, C2paIngredient, Metadata, Provenance
 
 # A Literal so that the schema pins the version (const); mypy checks that the two agree.
-# 1.1 added input.decode_errors; 1.2 tracks[].faces[].sharpness.
-SchemaVersion = Literal["1.2"]
-SCHEMA_VERSION: SchemaVersion = "1.2"
+# 1.1 added input.decode_errors; 1.2 tracks[].faces[].sharpness; 1.3 provenance, verdict_basis, detector_verdict.
+SchemaVersion = Literal["1.3"]
+SCHEMA_VERSION: SchemaVersion = "1.3"
 # The aggregate stage's verdicts, and "error" for an input that could not be analysed.
 ReportVerdict = Literal[Verdict, "error"]
 
@@ -83,6 +84,12 @@ class AnalysisReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)   # name -> file path
+    # what the file says about its origin (stages/provenance.py); None where it was not read
+    provenance: Provenance | None = None
+    # "provenance": an intact content credential declares the content generated, and made the verdict
+    # "fake"; `detector_verdict` is what the detector alone said
+    verdict_basis: Literal["detector", "provenance"] = "detector"
+    detector_verdict: ReportVerdict | None = None
     schema_version: SchemaVersion = SCHEMA_VERSION
     tool_version: str = ""
     created: str = field(default_factory=now_iso)
@@ -121,6 +128,12 @@ def report_from_dict(data: dict) -> AnalysisReport:
     data["tracks"] = [_known_fields(TrackSummary, {**t, "faces": [_known_fields(FaceScore, f) for f in t.get("faces", [])]})
                       for t in data.get("tracks", [])]
     data["keyframes"] = [_known_fields(Keyframe, k) for k in data.get("keyframes", [])]
+    if data.get("provenance"):
+        found = dict(data["provenance"])
+        found["actions"] = [_known_fields(C2paAction, a) for a in found.get("actions", [])]
+        found["ingredients"] = [_known_fields(C2paIngredient, i) for i in found.get("ingredients", [])]
+        found["metadata"] = _known_fields(Metadata, found.get("metadata") or {})
+        data["provenance"] = _known_fields(Provenance, found)
     return _known_fields(AnalysisReport, data)
 
 

@@ -30,7 +30,7 @@ from deepfake_detect.pipeline.core.config import AnalysisConfig, check_per_input
 from deepfake_detect.pipeline.core.outputs import AnalysedInput, OutputWriter, all_faces, explain_faces, keyframe_name
 from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, ModelInfo
 from deepfake_detect.pipeline.core.threads import ThreadPolicy, apply_thread_policy, thread_policy
-from deepfake_detect.stages.aggregate import FaceScore, aggregate
+from deepfake_detect.stages.aggregate import FaceScore, aggregate, provenance_decides
 from deepfake_detect.stages.classify import CropClassifier, OnnxCropClassifier, pick_device
 from deepfake_detect.stages.crop import crop_region
 from deepfake_detect.stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
@@ -45,6 +45,7 @@ from deepfake_detect.stages.ensemble import (
     tensors_digest,
 )
 from deepfake_detect.stages.face_quality import sharpness
+from deepfake_detect.stages.provenance import read_provenance
 from deepfake_detect.stages.track import FaceTracker
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam is slow to import
@@ -235,6 +236,8 @@ class Analyzer:
         try:
             reader = open_media(path, self.config.limits, self.threads.decode)
             self._describe_input(report, path, reader)
+            if self.config.provenance.enabled:
+                report.provenance = read_provenance(path, self.config.provenance, reader.info.container)
             left_out = self._analyze_frames(report, reader, progress, region)
             report.timings["total_s"] = time.perf_counter() - started
             if out_dir is not None and self.outputs:
@@ -249,6 +252,13 @@ class Analyzer:
             report.errors.append(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         if report.errors:
             report.verdict = "error"
+        report.detector_verdict = report.verdict
+        if report.provenance is not None:
+            if provenance_decides(report.verdict, report.provenance.declares_generated):
+                report.verdict, report.verdict_basis = "fake", "provenance"
+            if report.provenance.c2pa == "invalid":
+                report.warnings.append(f"content credentials invalid ({', '.join(report.provenance.validation_codes)}): "
+                                       "the file changed after signing, or they were forged")
         report.timings["total_s"] = time.perf_counter() - started
         return report
 

@@ -123,7 +123,8 @@ class JsonReportWriter:
 class CsvLogWriter:
     """Appends one line per analysed input to `<out>/results.csv` (header written once)."""
 
-    COLUMNS = ("time", "path", "verdict", "score", "fake_percentage", "frames_analysed", "sha256", "report", "error")
+    COLUMNS = ("time", "path", "verdict", "score", "fake_percentage", "frames_analysed", "sha256", "report", "error",
+               "verdict_basis", "c2pa")
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -136,6 +137,7 @@ class CsvLogWriter:
             "fake_percentage": "" if report.fake_percentage is None else f"{report.fake_percentage:.1f}",
             "frames_analysed": report.frames_analysed, "sha256": report.input.sha256 or "",
             "report": str(report_path or ""), "error": "; ".join(report.errors),
+            "verdict_basis": report.verdict_basis, "c2pa": report.provenance.c2pa if report.provenance else "",
         }
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -457,6 +457,22 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
       parts.push(`${report.frames_with_faces || 0} of ${report.frames_analysed || 0} frames with faces`);
     }
     $("#verdict-numbers").textContent = parts.join(" · ");
+    $("#verdict-basis").textContent = provenanceLine(report);
+  }
+
+  // What the file's content credentials say, beside the detector (report.provenance, schema 1.3)
+  function provenanceLine(report) {
+    const p = report.provenance;
+    if (!p) return "";
+    const trust = p.c2pa === "valid" ? "intact, trusted signer" : p.c2pa === "untrusted" ? "intact, signer not in the trust list" : p.c2pa;
+    if (report.verdict_basis === "provenance") {
+      const agents = (p.actions || []).map((a) => a.software_agent).filter(Boolean);
+      return `Decided by content credentials (C2PA, ${trust}): the file declares itself made by a generative model` +
+        (agents.length ? ` (${agents.join(", ")})` : "") + `. The detector alone said: ${VERDICT_WORDS[report.detector_verdict] || report.detector_verdict}.`;
+    }
+    if (p.c2pa === "absent") return "Content credentials: none. That rules nothing out.";
+    if (p.c2pa === "invalid") return "Content credentials: invalid (the file changed after signing, or they were forged).";
+    return `Content credentials (C2PA): ${trust}; no generative model declared.`;
   }
 
   function renderMessages(report) {
