@@ -120,6 +120,17 @@ def test_job_runs_to_done_with_report_progress_files_and_ranges(client, clips):
     assert part.headers["content-range"] == f"bytes 0-99/{len(video.content)}"
 
 
+def test_a_finished_job_downloads_as_one_self_contained_page(client, clips):
+    job = wait_job(client, upload(client, clips["photo"], render="true").json()["id"])
+    page = client.get(f"/v1/jobs/{job['id']}/report.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "attachment" in page.headers["content-disposition"]
+    text = page.text
+    assert "default-src 'none'" in text and 'id="embedded-job"' in text and "data:image/png;base64," in text
+    assert job["report"]["input"]["sha256"] in text
+    assert client.get("/v1/jobs/0123456789abcdef0123456789abcdef/report.html").status_code == 404
+
+
 def test_job_options_reach_the_analysis(client, clips):
     job = wait_job(client, upload(client, clips["two"], frames=4, threshold=0.9, render="false").json()["id"])
     assert job["state"] == "done", job["error"]
@@ -260,7 +271,7 @@ def test_info_health_and_the_web_page(client, weights_dir):
     assert client.get("/v1/model-card").status_code == 404   # the test detector has none
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for asset in sorted(p.name for p in (REPO / "pipeline" / "server" / "web").iterdir() if p.name != "index.html"):
+    for asset in sorted(p.name for p in (REPO / "pipeline" / "core" / "web").iterdir() if p.name != "index.html"):
         assert client.get(f"/static/{asset}").status_code == 200
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]

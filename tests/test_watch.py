@@ -557,3 +557,22 @@ def test_move_across_file_systems_copies_then_removes_the_source(tmp_path, monke
     (src.parent / "again.mp4").write_bytes(b"x")
     with pytest.raises(FileExistsError):                                   # never overwrites
         watch_module.move_file(src.parent / "again.mp4", dest, "2")
+
+
+def test_the_html_setting_writes_a_page_beside_each_report(tmp_path):
+    from deepfake_detect.pipeline.core.config import with_overrides
+    from deepfake_detect.pipeline.core.lifecycle import JobStep
+    from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo
+
+    worker, inbox, out = _worker_in_process(tmp_path)
+    worker.ctx.config = with_overrides(worker.ctx.config, {"render.html": True})   # --set render.html=true
+    src = inbox / "z.mp4"
+    src.write_bytes(b"z")
+    journal = worker.ctx.journal
+    journal.add(src, sha(src), src.stat().st_size, src.stat().st_mtime_ns)
+    entry = worker.targets(journal.claim())
+    worker.lifecycle.complete(JobStep.of(entry), AnalysisReport(input=InputInfo(path=str(src)), verdict="real", score=0.1))
+    page = entry.report_path.with_suffix(".html")
+    assert page.is_file() and 'id="embedded-job"' in page.read_text(encoding="utf-8")
+    assert load_report(entry.report_path).outputs["html"] == str(page)
+    journal.close()

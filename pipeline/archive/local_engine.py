@@ -29,7 +29,9 @@ class LocalEngine:
         """Analyse `files` in order; with `out`, write each report there. Returns every report."""
         # report and CSV line as every job system writes them (core.lifecycle); no journal: a local
         # run is not resumed, it is run again
-        lifecycle = JobLifecycle(Unrecorded(), CsvLogWriter(out / RESULTS_CSV)) if out is not None else None
+        config = self.analyzer.config
+        lifecycle = (JobLifecycle(Unrecorded(), CsvLogWriter(out / RESULTS_CSV), html=config if config.render.html else None)
+                     if out is not None else None)
         reports = []
         claimed: set[Path] = set()  # report files of this run
         for number, path in enumerate(files, 1):

@@ -166,7 +166,8 @@ class _Run:
         self.out = out
         self.journal = journal
         self.emit = emit
-        self.lifecycle = JobLifecycle(EntryRecorder(journal), CsvLogWriter(out / RESULTS_CSV))
+        self.lifecycle = JobLifecycle(EntryRecorder(journal), CsvLogWriter(out / RESULTS_CSV),
+                                      html=config if config.render.html else None)
         self.reports: dict[int, AnalysisReport] = {}   # by journal row
         self.stats = RunStats()
         self.bar: tqdm | None = None

@@ -117,6 +117,9 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
 @click.option("--render/--no-render", default=None,
               help="Annotated video and keyframe images (default: on for a single input with --out).")
 @click.option("--render-scale", type=float, help="Size of the annotated video relative to the input.")
+@click.option("--html", "html", is_flag=True, default=None,
+              help="Also write <name>.html per input in --out: one self-contained page (verdict, timelines, keyframes, "
+                   "heatmaps, provenance, settings) that opens offline in any browser.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process analyses the inputs in turn. ray: the workers of a Ray cluster do, whole "
                    "files in parallel, resumably (needs --out; every input and --out must be readable and writable "
@@ -130,7 +133,7 @@ def analyze_on_ray(config: AnalysisConfig, files: list[Path], out: Path, as_json
               help="--engine ray: seconds one file may take before it is failed (an error report) and its worker "
                    "replaced by a fresh one (default: 600).")
 @analysis_options
-def analyze(paths, from_list, out_dir, as_json, render, render_scale, engine, ray_address, workers, timeout,
+def analyze(paths, from_list, out_dir, as_json, render, render_scale, html, engine, ray_address, workers, timeout,
             **options) -> None:
     """Analyse videos and photos: PATHS are files, folders (searched recursively) or glob patterns.
 
@@ -145,7 +148,10 @@ def analyze(paths, from_list, out_dir, as_json, render, render_scale, engine, ra
     from deepfake_detect.pipeline.core.inputs import expand_inputs, read_path_list
 
     render_mode = None if render is None else ("on" if render else "off")
-    config = config_from_options(**options, **{"render.enabled": render_mode, "render.scale": render_scale})
+    if html and not out_dir:
+        raise CommandError("--html needs --out DIR (the page is written beside each JSON report)")
+    config = config_from_options(**options, **{"render.enabled": render_mode, "render.scale": render_scale,
+                                               "render.html": html})
     items = list(paths)
     if from_list:
         try:

@@ -33,6 +33,7 @@ class RenderSettings:
     keyframe_images: bool = True
     explain_all_frames: bool = False
     heatmap_alpha: Annotated[float, Interval(ge=0, le=1)] = 0.45
+    html: bool = False   # also a self-contained <name>.html per input beside its JSON report (core/html_report.py)
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,19 @@ The journals differ in what they store (`core.journal.Journal` rows for watch an
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from deepfake_detect.pipeline.core.html_report import html_path, render_html
 from deepfake_detect.pipeline.core.journal import Entry, Journal, display_path
 from deepfake_detect.pipeline.core.report import AnalysisReport, load_report
 from deepfake_detect.pipeline.core.writers import CsvLogWriter, atomic_write_text, report_json
+
+if TYPE_CHECKING:
+    from deepfake_detect.pipeline.core.config import AnalysisConfig
 
 
 @dataclass(frozen=True)
@@ -92,19 +97,26 @@ class JobLifecycle:
     `csv`: the results.csv to log each report in (None: the job system keeps no log, the server).
     `before_finish`: a last step before the job is finished, safe to repeat (the watch daemon moves
     its input there). `report_link`: what the report's `outputs.report` says of its own file.
+    `html`: also write each report as a self-contained page beside it (core.html_report), with these
+    settings shown in it.
     """
 
     def __init__(self, recorder: Recorder, csv: CsvLogWriter | None,
                  before_finish: Callable[[JobStep, AnalysisReport], None] | None = None,
-                 report_link: Callable[[Path], str] = display_path) -> None:
+                 report_link: Callable[[Path], str] = display_path, html: AnalysisConfig | None = None) -> None:
         self.recorder, self.csv = recorder, csv
         self.before_finish = before_finish
         self.report_link = report_link
+        self.html = html
 
     def complete(self, step: JobStep, report: AnalysisReport) -> Finished:
         """A fresh report: write it, log it, finish the job; each step recorded before the next."""
         printable(report)
         report.outputs["report"] = self.report_link(step.report_path)
+        if self.html is not None:   # before the JSON, which names it: a crash before the JSON redoes both
+            page = html_path(step.report_path)
+            report.outputs["html"] = self.report_link(page)
+            atomic_write_text(page, render_html(report, dataclasses.asdict(self.html), self.html.weights))
         atomic_write_text(step.report_path, report_json(report))
         self.recorder.reported(step, report)
         if self.csv is not None:

@@ -5,6 +5,7 @@
     GET    /v1/jobs/{id}            state, progress, verdict, the report, its files
     GET    /v1/jobs/{id}/files      the files a job produced
     GET    /v1/jobs/{id}/files/{n}  one of them (Range requests: the annotated video plays and seeks)
+    GET    /v1/jobs/{id}/report.html  the finished job as one self-contained page (core.html_report)
     DELETE /v1/jobs/{id}            forget it and its files (a running job is cancelled) -> 204
     POST   /v1/predict              one or more files, analysed while the client waits -> reports + summary
     GET    /v1/info, /v1/model-card, /healthz; /docs (OpenAPI); / and /static/ (the web page)
@@ -38,6 +39,7 @@ from pydantic import BaseModel
 
 from deepfake_detect.pipeline import __version__
 from deepfake_detect.pipeline.core.config import AnalysisConfig
+from deepfake_detect.pipeline.core.html_report import REPORT_PAGE_DIR
 from deepfake_detect.pipeline.core.report import report_to_dict
 from deepfake_detect.pipeline.server.jobs import (
     FILES_DIR,
@@ -52,7 +54,7 @@ from deepfake_detect.pipeline.server.jobs import (
 from deepfake_detect.pipeline.server.journal import Job
 from deepfake_detect.pipeline.server.uploads import ReceivedFile, media_suffix, receive_form
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = REPORT_PAGE_DIR   # the page is core's: `analyze --html` inlines the same files
 MODEL_CARD = "MODEL_CARD.md"
 VERDICTS = ("real", "fake", "no_face", "inconclusive", "error")
 
@@ -331,6 +333,23 @@ def get_file(job_id: str, name: str, srv: Server = Depends(server)) -> FileRespo
         raise HTTPException(404, "no such file")
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return FileResponse(path, media_type=media_type, filename=name, content_disposition_type="inline")
+
+
+@v1.get("/jobs/{job_id}/report.html", response_class=Response,
+        responses={404: {"description": "no such job, or not finished"}})
+def get_html_report(job_id: str, srv: Server = Depends(server)) -> Response:
+    """The finished job as one self-contained HTML file: the page below, its images inlined (core.html_report)."""
+    from deepfake_detect.pipeline.core.html_report import render_html
+    from deepfake_detect.pipeline.core.report import report_from_dict
+
+    job = _job(srv, job_id)
+    report = _report(srv, job)
+    if report is None:
+        raise HTTPException(404, "the job has no report yet")
+    page = render_html(report_from_dict(report), job.options, srv.config.weights, srv.runner.job_dir(job.id) / FILES_DIR)
+    name = f"{Path(job.filename).name or job.id}.html".replace('"', "")
+    return Response(page, media_type="text/html; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @v1.delete("/jobs/{job_id}", status_code=204, response_class=Response, responses={404: {"description": "no such job"}})

@@ -109,7 +109,9 @@ class Worker:
     @property
     def lifecycle(self) -> JobLifecycle:
         """Report, CSV line, move, finish (core.lifecycle), recorded in the daemon's journal."""
-        return JobLifecycle(EntryRecorder(self.journal), self.ctx.csv, before_finish=self._move_input)
+        config = self.ctx.config
+        return JobLifecycle(EntryRecorder(self.journal), self.ctx.csv, before_finish=self._move_input,
+                            html=config if config.render.html else None)
 
     def _reload(self, entry: Entry) -> Entry:
         fresh = self.journal.get(entry.id)

@@ -22,7 +22,10 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
   #keyframes img              keyframe images (boxes, scores, heatmaps)
   #heatmaps img               per-face member heatmap panels
   #player video               the annotated video (#player img for a photo)
-  #downloads a                files; a.report-download is the JSON report
+  #downloads a                files; a.report-download is the JSON report, a.html-download the HTML one
+  #provenance, #about          provenance facts (C2PA, metadata); input, detector and settings
+  body[data-mode=report]      the page as a self-contained HTML report (`analyze --html`): the job is the
+                              JSON in script#embedded-job, every file a data: URL, nothing fetched
   #jobs li, #jobs .job-open   recent jobs; data-job-id
   body[data-state]            idle|uploading|queued|running|done|failed|error: what the page is showing
 */
@@ -438,7 +441,58 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
     renderTracks(report, player);
     renderKeyframes(report, files);
     renderHeatmaps(report, files);
+    renderProvenance(report);
+    renderAbout(job, report);
     renderDownloads(job, files);
+  }
+
+  function facts(holder, rows) {
+    holder.replaceChildren();
+    for (const [term, value] of rows) {
+      if (value === null || value === undefined || value === "") continue;
+      holder.append(el("dt", { text: term }), el("dd", { text: String(value) }));
+    }
+  }
+
+  function renderProvenance(report) {
+    const p = report.provenance;
+    $("#provenance-section").hidden = !p;
+    if (!p) return;
+    const meta = p.metadata || {};
+    const actions = (p.actions || []).map((a) => [a.action, a.digital_source_type, a.software_agent].filter(Boolean).join(" · "));
+    facts($("#provenance"), [
+      ["Content credentials", `${p.c2pa}: ${p.note || ""}`],
+      ["Declares generation", p.declares_generated ? "yes: made (or partly made) by a generative model" : "no"],
+      ["Validation codes", (p.validation_codes || []).join(", ")],
+      ["Claim generator", p.claim_generator],
+      ["Signer", [p.signer_common_name, p.signer_issuer].filter(Boolean).join(", ")],
+      ["Signed at", p.signed_at],
+      ["Actions", actions.join("; ")],
+      ["Ingredients", (p.ingredients || []).map((i) => i.title).filter(Boolean).join(", ")],
+      ["Encoder / software", meta.encoder],
+      ["Created", meta.creation_time],
+      ["Camera", [meta.camera_make, meta.camera_model].filter(Boolean).join(" ")],
+      ["GPS data", meta.gps_present ? "present" : "none"],
+      ["Metadata note", meta.note],
+    ]);
+  }
+
+  function renderAbout(job, report) {
+    const i = report.input || {};
+    const m = report.model || {};
+    facts($("#about"), [
+      ["File", i.path],
+      ["Kind", i.kind],
+      ["Size", typeof i.size_bytes === "number" ? fmtBytes(i.size_bytes) : null],
+      ["Frames", i.width ? `${i.width}x${i.height}` + (i.fps ? `, ${fmt(i.fps)} fps, ${fmt(i.duration_s)} s` : "") : null],
+      ["sha256", i.sha256],
+      ["Detector", m.name ? `${m.name} ${m.version} (${(m.members || []).join(" + ")}, ${m.combiner}) on ${m.device}` : null],
+      ["Detector sha256", m.sha256],
+      ["Report", `schema ${report.schema_version}, deepfake-detect ${report.tool_version}, ${report.created}`],
+    ]);
+    const settings = job.settings || job.options;
+    $("#settings-details").hidden = !settings;
+    $("#settings").textContent = settings ? JSON.stringify(settings, null, 2) : "";
   }
 
   function renderVerdict(report, verdict) {
@@ -685,6 +739,20 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
     const reportName = downloadName(job, report ? report.name : `${job.filename || job.id}.json`);
     list.append(el("li", {}, el("a", { href, download: reportName, class: "report-download", text: "Report (JSON)" }),
       el("span", { class: "hint", text: ` ${reportName}` })));
+    if (job.id && document.body.dataset.mode !== "report") {   // the same page, self-contained, to hand on
+      const url = `/v1/jobs/${encodeURIComponent(job.id)}/report.html`;
+      const htmlName = `${job.filename || job.id}.html`;
+      const a = el("a", { href: url, download: htmlName, class: "html-download", text: "Report (HTML, opens offline)" });
+      if (state.apiKey) {
+        a.addEventListener("click", async (e) => {
+          e.preventDefault();
+          try {
+            el("a", { href: await mediaUrl(url), download: htmlName }).click();
+          } catch (err) { showError(errorLine(err, "Cannot download: ")); }
+        });
+      }
+      list.append(el("li", {}, a, el("span", { class: "hint", text: ` ${htmlName}` })));
+    }
     for (const f of files) {
       if (f === report) continue;
       const name = downloadName(job, f.name);
@@ -876,8 +944,31 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
     }
   }
 
-  wire();
-  loadInfo();
-  refreshJobs();
-  openFromHash();
+  /** The page as a saved report: the job and its files are in the page itself; nothing is fetched. */
+  function showEmbedded(job) {
+    document.body.dataset.mode = "report";
+    for (const sel of ["#upload", "#status", "#jobs-section"]) $(sel).hidden = true;
+    for (const text of document.querySelectorAll(".limits, .verdict-limits")) text.textContent = job.limits || LIMITS_LINE;
+    if (job.model_card) {
+      const open = el("a", { href: "#model-card", text: "Model card" });
+      open.addEventListener("click", (e) => {
+        e.preventDefault();
+        $("#model-card-text").textContent = job.model_card;
+        $("#model-card-dialog").showModal();
+      });
+      $("#model-limits").append(" ", open);
+    }
+    $("#server-info").textContent = `deepfake-detect ${(job.report && job.report.tool_version) || ""} · report written ${(job.report && job.report.created) || ""}`;
+    showJob(job);
+  }
+
+  const embedded = document.getElementById("embedded-job");
+  if (embedded) {
+    showEmbedded(JSON.parse(embedded.textContent));
+  } else {
+    wire();
+    loadInfo();
+    refreshJobs();
+    openFromHash();
+  }
 })();

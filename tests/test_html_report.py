@@ -1,0 +1,87 @@
+"""`analyze --html`: one self-contained page per input, the web page of `serve` with everything inlined."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.writers import output_stem
+
+
+@pytest.fixture(scope="module")
+def written(clips, weights_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("html")
+    result = CliRunner().invoke(main, ["analyze", str(clips["one"]), "--out", str(out), "--html", "--render",
+                                       "--weights", str(weights_dir), "--frames", "6"])
+    assert result.exit_code in (0, 1, 3), result.output
+    stem = output_stem(clips["one"].name)
+    return out / f"{stem}.html", json.loads((out / f"{stem}.json").read_text())
+
+
+def _embedded(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="embedded-job">(.*?)</script>', page, re.S)
+    assert found, "no embedded job"
+    return json.loads(found.group(1))
+
+
+def test_the_page_holds_everything_and_loads_nothing(written):
+    path, report = written
+    page = path.read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert not re.search(r'(src|href)="(https?:|/static/|/v1/)', page)     # nothing fetched, from anywhere
+    job = _embedded(page)
+    assert job["report"]["verdict"] == report["verdict"] and job["report"]["input"]["sha256"] == report["input"]["sha256"]
+    kinds = {f["kind"] for f in job["files"]}
+    assert "annotated_video" in kinds and any(k.startswith("keyframe_") for k in kinds)
+    assert all(f["url"].startswith("data:") for f in job["files"])
+    assert job["settings"]["render"]["html"] is True and job["limits"]
+    assert report["outputs"]["html"].endswith(".html")
+
+
+def test_html_needs_an_output_folder(clips):
+    result = CliRunner().invoke(main, ["analyze", str(clips["photo"]), "--html"])
+    assert result.exit_code == 2 and "--html needs --out" in result.output
+
+
+def test_the_limits_line_is_the_model_cards_own(tmp_path):
+    from deepfake_detect.pipeline.core.html_report import NO_CARD, model_card_line
+
+    (tmp_path / "MODEL_CARD.md").write_text("# Card\n\n**In one line:** barely above\n**chance** on dev.\n\n## More\n")
+    assert model_card_line(tmp_path)[0] == "Barely above chance on dev."
+    assert model_card_line(tmp_path / "none")[0] == NO_CARD
+
+
+def test_the_page_renders_offline_in_a_real_browser(written, tmp_path):
+    browser_tests = pytest.importorskip("test_server_browser")
+    if browser_tests.CHROMIUM is None or browser_tests.CHROMEDRIVER is None:
+        pytest.skip("no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    path, report = written
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser_tests.CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=browser_tests.CHROMEDRIVER), options=options)
+    try:
+        driver.get(path.as_uri())
+        state = driver.execute_script(
+            "return [document.body.dataset.mode, document.querySelector('#verdict').dataset.verdict,"
+            " document.querySelectorAll('svg.timeline polyline.scores').length,"
+            " [...document.querySelectorAll('#keyframes img')].filter(i => i.complete && i.naturalWidth > 0).length,"
+            " document.querySelector('#provenance').textContent, document.querySelector('#about').textContent,"
+            " document.querySelector('#upload').hidden]")
+        mode, verdict, timelines, keyframes, provenance, about, upload_hidden = state
+        assert (mode, verdict) == ("report", report["verdict"])
+        assert timelines >= 1 and keyframes >= 1 and upload_hidden
+        assert "absent" in provenance and report["input"]["sha256"] in about
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
