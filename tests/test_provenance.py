@@ -148,6 +148,7 @@ def test_invalid_credentials_are_a_warning_and_leave_the_detector_to_decide(medi
     result, report, _ = _analyze(media, "tampered", tmp_path, "--trust-anchors", str(media["roots"]))
     assert report["verdict_basis"] == "detector" and report["verdict"] == report["detector_verdict"]
     assert any(w.startswith("content credentials invalid") for w in report["warnings"])
+    assert "warning: " in result.output and "content credentials invalid" in result.output   # on the terminal too
 
 
 def test_an_unsigned_input_reports_absent_credentials_and_its_metadata(media, tmp_path):

@@ -85,6 +85,9 @@ def analyze_locally(config: AnalysisConfig, files: list[Path], out: Path | None,
     def on_report(path: Path, report: AnalysisReport) -> None:
         if report.errors:
             tqdm.write(f"error: {path}: {report.errors[0]}", file=sys.stderr)
+        for warning in report.warnings:   # a file changed after signing is news the user must not miss
+            if warning.startswith("content credentials invalid"):
+                tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
         if as_json:
             echo_json(report, many=len(files) > 1)
 
