@@ -10,6 +10,9 @@ class CheckpointError(Exception):
     """The checkpoint is not what the format says (a one-line reason for the user)."""
 
 
+# the ImageNet normalisation (on 0-1 pixels) that most published detectors kept from their backbone
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 NESTING_KEYS = ("state_dict", "model", "net", "model_state_dict")
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import torch
 
 from deepfake_detect.stages.ensemble import DetectorConfig
-from deepfake_detect.training.published.checkpoint import CheckpointError, take
+from deepfake_detect.training.published.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, take
 
 MANY = True
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INFO = {
     "method": "DFDC winner (Seferbekov 2020): EfficientNet-B7 NoisyStudent",
     "repository": "https://github.com/selimsef/dfdc_deepfake_challenge",

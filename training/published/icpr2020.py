@@ -12,10 +12,8 @@ from __future__ import annotations
 import torch
 
 from deepfake_detect.stages.ensemble import DetectorConfig
-from deepfake_detect.training.published.checkpoint import CheckpointError, take
+from deepfake_detect.training.published.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, take
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ATTENTION_BLOCK = 9
 INFO = {
     "method": "ICPR 2020 (Bonettini et al.): EfficientNet-B4 variants",

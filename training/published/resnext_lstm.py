@@ -14,10 +14,8 @@ import re
 import torch
 
 from deepfake_detect.stages.ensemble import DetectorConfig
-from deepfake_detect.training.published.checkpoint import CheckpointError, take
+from deepfake_detect.training.published.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, take
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INFO = {
     "method": "ResNeXt50-32x4d + LSTM (abhijitjadhav1998/Deepfake_detection_using_deep_learning)",
     "repository": "https://github.com/abhijitjadhav1998/Deepfake_detection_using_deep_learning",
