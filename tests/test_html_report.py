@@ -64,8 +64,9 @@ def test_the_page_renders_offline_in_a_real_browser(written, tmp_path):
     path, report = written
     options = webdriver.ChromeOptions()
     options.binary_location = browser_tests.CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--user-data-dir={tmp_path / 'profile'}"):
+    # networking off: every host name fails to resolve, so the page can only show what it holds
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900",
+                "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=browser_tests.CHROMEDRIVER), options=options)
@@ -83,5 +84,22 @@ def test_the_page_renders_offline_in_a_real_browser(written, tmp_path):
         assert "absent" in provenance and report["input"]["sha256"] in about
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, min(max(900, height + 40), 8000))
+        screenshot = tmp_path / "html-report.png"
+        driver.save_screenshot(str(screenshot))
+        assert screenshot.stat().st_size > 20_000   # a page was drawn, not a blank one
     finally:
         driver.quit()
+
+
+def test_a_video_past_the_page_budget_stays_beside_it_and_the_page_says_so(written, monkeypatch, weights_dir):
+    from deepfake_detect.pipeline.core import html_report
+    from deepfake_detect.pipeline.core.report import load_report
+
+    path, _ = written
+    monkeypatch.setattr(html_report, "PAGE_BUDGET", 1)
+    page = html_report.render_html(load_report(path.with_suffix(".json")), {}, weights_dir)
+    job = _embedded(page)
+    assert "annotated_video" not in {f["kind"] for f in job["files"]}
+    assert any("is not inlined" in w for w in job["report"]["warnings"])

@@ -9,10 +9,12 @@ import csv
 import json
 import shutil
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
 from deepfake_detect.pipeline.cli import main
+from deepfake_detect.pipeline.core.report import REPORT_SCHEMA
 from deepfake_detect.pipeline.core.samples import make_sample_photo, make_sample_video
 from deepfake_detect.stages.provenance import ABSENT_NOTE, ProvenanceSettings, read_provenance
 
@@ -139,6 +141,7 @@ def test_declared_generation_makes_the_headline_fake_with_its_basis(media, tmp_p
     assert report["detector_verdict"] in ("real", "fake", "inconclusive", "no_face")
     assert report["provenance"]["c2pa"] == "valid" and report["provenance"]["declares_generated"]
     assert report["schema_version"] == "1.3" and "fake (c2pa)" in result.output
+    jsonschema.validate(report, REPORT_SCHEMA)
     with open(out / "results.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
     assert (row["verdict"], row["verdict_basis"], row["c2pa"]) == ("fake", "provenance", "valid")
@@ -154,6 +157,7 @@ def test_invalid_credentials_are_a_warning_and_leave_the_detector_to_decide(medi
 def test_an_unsigned_input_reports_absent_credentials_and_its_metadata(media, tmp_path):
     _, report, _ = _analyze(media, "photo", tmp_path)
     assert report["provenance"]["c2pa"] == "absent" and report["verdict_basis"] == "detector"
+    jsonschema.validate(report, REPORT_SCHEMA)
     assert "rules nothing out" in report["provenance"]["note"]
 
 

@@ -141,6 +141,7 @@ def bench_clip(analyzer: Analyzer, path: Path, sampling: Sampling, render_dir: P
             "frames_per_s": report.frames_analysed / analyze_s, "realtime_factor": info.duration_s / analyze_s,
             "peak_rss_decode_mib": decode_mib, "peak_rss_analyze_mib": mem.peak_mib,
             "stage_s": {k: v for k, v in report.timings.items() if k != "total_s"}, "verdict": report.verdict,
+            "provenance_ms": 1000 * report.timings.get("provenance_s", 0.0),   # C2PA and metadata (issue 27: < 50 ms)
         }
         if render_dir is not None:
             with mem.measure():

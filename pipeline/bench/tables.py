@@ -18,7 +18,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def clip_table(rows: list[dict[str, Any]]) -> str:
     cols = [("clip", "{}"), ("size", "{}"), ("frames_analysed", "{}"), ("decode_only_s", "{:.2f}"),
-            ("analyze_s", "{:.2f}"), ("analyze_over_decode", "{:.1f}x"), ("frames_per_s", "{:.1f}"),
+            ("analyze_s", "{:.2f}"), ("provenance_ms", "{:.0f}"), ("analyze_over_decode", "{:.1f}x"), ("frames_per_s", "{:.1f}"),
             ("realtime_factor", "{:.1f}x"), ("peak_rss_analyze_mib", "{:.0f}"), ("render_fps", "{:.1f}"),
             ("peak_rss_render_mib", "{:.0f}")]
     return table([name for name, _ in cols], [[_fmt(r.get(name), spec) for name, spec in cols] for r in rows])

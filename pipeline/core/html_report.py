@@ -1,8 +1,8 @@
 """A report to hand on: one self-contained HTML file per input (`analyze --html`, `render.html` for watch).
 
 It is the page `serve` shows (core/web: the one place a result is rendered), with its stylesheet and
-script inlined, the report as embedded JSON and every image (and an annotated video up to
-MAX_INLINE_VIDEO) as a data: URL. A Content-Security-Policy forbids anything else, so it opens
+script inlined, the report as embedded JSON and every image as a data: URL (large ones as JPEG), and
+the annotated video too where everything stays within PAGE_BUDGET. A Content-Security-Policy forbids anything else, so it opens
 offline in any browser and never reaches the network. The model's limits are the model card's own
 "In one line" paragraph, from the card beside the detector.
 """
@@ -19,7 +19,10 @@ from typing import Any
 from deepfake_detect.pipeline.core.report import AnalysisReport, report_to_dict
 
 REPORT_PAGE_DIR = Path(str(files("deepfake_detect.pipeline.core") / "web"))
-MAX_INLINE_VIDEO = 25 * 2**20     # larger annotated videos stay beside the report, named in it
+PAGE_BUDGET = 3 * 2**20 - 256 * 2**10   # of inlined files, base64: with the page itself, under 3 MiB; an
+                                        # annotated video that would pass it stays beside the page
+JPEG_OVER = 200 * 2**10     # images larger than this are inlined as JPEG (quality 85): full-frame keyframe PNGs
+JPEG_QUALITY = 85
 CSP = ("default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
 NO_CARD = "No model card beside this detector: nothing says how well it detects; do not trust its verdict alone."
@@ -38,24 +41,52 @@ def model_card_line(weights: str | Path) -> tuple[str, str]:
     return line[:1].upper() + line[1:], text
 
 
-def _data_url(path: Path) -> str:
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+def _data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _image(path: Path) -> tuple[bytes, str]:
+    """An image's bytes and type for inlining: as stored, or as JPEG when that is much smaller."""
+    data = path.read_bytes()
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    if len(data) > JPEG_OVER and mime == "image/png":
+        import cv2
+        import numpy as np
+
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]) if image is not None else (False, None)
+        if ok and jpeg is not None and len(jpeg) < len(data):
+            return jpeg.tobytes(), "image/jpeg"
+    return data, mime
+
+
+def _b64(n: int) -> int:
+    return 4 * ((n + 2) // 3)
 
 
 def _files(report: AnalysisReport, base: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """The report's image and video outputs (relative ones under `base`) as data URLs; and notes on
-    those left out."""
-    inlined, notes = [], []
+    """The report's images and (within PAGE_BUDGET) its annotated video, relative paths under `base`,
+    as data URLs; and notes on what was left out."""
+    images, videos = [], []
     for key, value in report.outputs.items():
         path = Path(value) if Path(value).is_absolute() else base / value
-        if key == "report" or not path.is_file() or path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".mp4", ".webm"):
+        if key == "report" or not path.is_file():
             continue
-        if path.suffix.lower() in (".mp4", ".webm") and path.stat().st_size > MAX_INLINE_VIDEO:
-            notes.append(f"the annotated video ({path.name}, {path.stat().st_size / 2**20:.0f} MiB) is not inlined: "
-                         "it is beside this report")
+        suffix = path.suffix.lower()
+        if suffix in (".png", ".jpg", ".jpeg"):
+            images.append((key, path, *_image(path)))
+        elif suffix in (".mp4", ".webm"):
+            videos.append((key, path))
+    inlined = [{"name": path.name, "kind": key, "url": _data_url(data, mime)} for key, path, data, mime in images]
+    used, notes = sum(_b64(len(data)) for *_, data, _ in images), []
+    for key, path in videos:
+        size = path.stat().st_size
+        if used + _b64(size) > PAGE_BUDGET:
+            notes.append(f"the annotated video ({path.name}, {size / 2**20:.1f} MiB) is not inlined, to keep this page "
+                         f"under 3 MiB: it is beside the report")
             continue
-        inlined.append({"name": path.name, "kind": key, "url": _data_url(path)})
+        used += _b64(size)
+        inlined.append({"name": path.name, "kind": key, "url": _data_url(path.read_bytes(), "video/mp4")})
     return inlined, notes
 
 

@@ -237,7 +237,9 @@ class Analyzer:
             reader = open_media(path, self.config.limits, self.threads.decode)
             self._describe_input(report, path, reader)
             if self.config.provenance.enabled:
+                t0 = time.perf_counter()
                 report.provenance = read_provenance(path, self.config.provenance, reader.info.container)
+                report.timings["provenance_s"] = time.perf_counter() - t0
             left_out = self._analyze_frames(report, reader, progress, region)
             report.timings["total_s"] = time.perf_counter() - started
             if out_dir is not None and self.outputs:
