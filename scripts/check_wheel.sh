@@ -29,3 +29,7 @@ assert report['verdict'] in ('real', 'fake', 'inconclusive'), report['verdict']
 assert report['model']['version'] and not report['errors'], report
 print(f\"check_wheel: ok: {report['model']['name']} {report['model']['version']} verdict {report['verdict']} \"
       f\"score {report['score']:.3f} on a sample analysed from {__import__('os').getcwd()}\")"
+# the report page is package data too: the self-contained HTML report must come out of the installed program
+venv/bin/deepfake-detect analyze sample.mp4 --out out --html --no-render > /dev/null 2>&1 || true
+grep -q 'id="embedded-job"' out/sample.mp4.html || { echo "check_wheel: no HTML report from the installed program"; exit 1; }
+echo "check_wheel: ok: HTML report $(wc -c < out/sample.mp4.html) bytes"
