@@ -114,7 +114,7 @@ def crop_window(policy: str, box: np.ndarray, margin: float, height: int, width:
         source = _clip(ix1 - pw, iy1 - ph, ix2 + pw, iy2 + ph, height, width)
         cw, ch = source[2] - source[0], source[3] - source[1]
         # the long side becomes exactly `size`, the other is truncated as the method does
-        tw, th = (size, int(ch * size / cw)) if cw > ch else (int(cw * size / ch), size)
+        tw, th = (size, int(ch * (size / cw))) if cw > ch else (int(cw * (size / ch)), size)   # scale first, as it does
         left, top = (size - tw) // 2, (size - th) // 2
         return source, (left, top, left + tw, top + th)
     known_crop_policy(policy)

@@ -98,6 +98,12 @@ def read_provenance(path: Path, settings: ProvenanceSettings = ProvenanceSetting
     return found
 
 
+# Nothing is fetched: no remote manifest a file points to (an uploaded file could name any address,
+# internal ones included), no OCSP responder. A file is judged by what it holds.
+OFFLINE = {"verify": {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False},
+           "core": {"allowed_network_hosts": []}}
+
+
 def _c2pa(path: Path, settings: ProvenanceSettings) -> Provenance:
     try:
         from c2pa import C2paError, Context, Reader, Settings
@@ -105,21 +111,32 @@ def _c2pa(path: Path, settings: ProvenanceSettings) -> Provenance:
         return Provenance(note="content credentials not checked: c2pa-python is not installed")
     try:
         anchors = Path(settings.trust_anchors).read_text() if settings.trust_anchors else None
-        options: dict[str, Any] = {"verify": {"verify_trust": True}}
-        if anchors:
-            options["trust"] = {"trust_anchors": anchors}
+        options: dict[str, Any] = {**OFFLINE, **({"trust": {"trust_anchors": anchors}} if anchors else {})}
         with open(path, "rb") as stream, Reader(stream, context=Context(Settings.from_dict(options))) as reader:
             data = json.loads(reader.json())
+        return _from_manifest_store(data, trusted_roots=anchors is not None)
     except C2paError.ManifestNotFound:
         return Provenance()
-    except C2paError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Provenance(c2pa="invalid", validation_codes=[f"manifest.unreadable: {reason}"],
-                          note="content credentials present but unreadable: treat the file's claims as unverified")
-    except (OSError, ValueError) as exc:
-        return Provenance(c2pa="invalid", validation_codes=[f"manifest.unreadable: {exc}"],
-                          note="content credentials could not be read")
-    return _from_manifest_store(data, trusted_roots=anchors is not None)
+    except (C2paError.NotSupported, C2paError.RemoteManifest) as exc:
+        # a format the library cannot carry credentials in (WebM, AVI, ...), or a manifest only by reference
+        return Provenance(note=f"content credentials not checked: {_first_line(exc)}")
+    except C2paError.Other as exc:
+        if "could not be parsed" in str(exc):   # the container itself, before any manifest was found
+            return Provenance(note=f"content credentials not checked: {_first_line(exc)}")
+        return _unreadable(exc)
+    except C2paError as exc:   # a manifest was found but is broken or hostile
+        return _unreadable(exc)
+    except Exception as exc:  # noqa: BLE001 - never fail an analysis over credentials (e.g. a malformed store)
+        return _unreadable(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _unreadable(exc: BaseException) -> Provenance:
+    return Provenance(c2pa="invalid", validation_codes=[f"manifest.unreadable: {_first_line(exc)}"],
+                      note="content credentials present but unreadable: treat the file's claims as unverified")
 
 
 def _from_manifest_store(data: dict[str, Any], trusted_roots: bool) -> Provenance:

@@ -103,3 +103,34 @@ def test_a_video_past_the_page_budget_stays_beside_it_and_the_page_says_so(writt
     job = _embedded(page)
     assert "annotated_video" not in {f["kind"] for f in job["files"]}
     assert any("is not inlined" in w for w in job["report"]["warnings"])
+
+
+def test_markup_in_names_and_metadata_cannot_break_the_page(written, weights_dir):
+    from deepfake_detect.pipeline.core.html_report import render_html
+    from deepfake_detect.pipeline.core.report import load_report
+
+    path, _ = written
+    report = load_report(path.with_suffix(".json"))
+    report.input.path = "clip <!--<script>alert(1)</script> & more.mp4"
+    page = render_html(report, {}, weights_dir)
+    found = re.search(r'<script type="application/json" id="embedded-job">(.*?)</script>', page, re.S)
+    assert found and "<" not in found.group(1) and "&" not in found.group(1)
+    assert json.loads(found.group(1))["report"]["input"]["path"] == report.input.path
+
+
+def test_a_page_that_cannot_be_written_does_not_stop_the_job(tmp_path, monkeypatch):
+    from deepfake_detect.pipeline.core import lifecycle
+    from deepfake_detect.pipeline.core.config import load_config
+    from deepfake_detect.pipeline.core.report import AnalysisReport, InputInfo, load_report
+    from deepfake_detect.pipeline.core.writers import CsvLogWriter
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("template changed")
+
+    monkeypatch.setattr(lifecycle, "render_html", broken)
+    steps = lifecycle.JobLifecycle(lifecycle.Unrecorded(), CsvLogWriter(tmp_path / "results.csv"), html=load_config())
+    report = AnalysisReport(input=InputInfo(path="x.jpg"), verdict="real", score=0.1)
+    assert steps.complete(lifecycle.JobStep(1, tmp_path / "x.jpg.json"), report).kept
+    written = load_report(tmp_path / "x.jpg.json")
+    assert "html" not in written.outputs and any("HTML report not written" in w for w in written.warnings)
+    assert (tmp_path / "results.csv").is_file()

@@ -65,3 +65,12 @@ def test_a_job_gone_from_its_journal_is_not_kept(tmp_path):
     report = AnalysisReport(input=InputInfo(path="in.mp4"), verdict="real", score=0.1)
     assert not JobLifecycle(Deleted(journal), csv=None).complete(JobStep.of(entry), report).kept
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_log_begun_by_an_older_version_keeps_its_columns(tmp_path):
+    old = "time,path,verdict,score,fake_percentage,frames_analysed,sha256,report,error\n"
+    (tmp_path / "results.csv").write_text(old + "t,a.mp4,real,0.1,0,8,ab,a.json,\n")
+    CsvLogWriter(tmp_path / "results.csv").write(AnalysisReport(input=InputInfo(path="b.mp4"), verdict="fake", score=0.9))
+    lines = _lines(tmp_path / "results.csv")
+    assert [line["path"] for line in lines] == ["a.mp4", "b.mp4"]
+    assert all(None not in line for line in lines)   # no row longer than the header

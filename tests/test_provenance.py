@@ -168,3 +168,52 @@ def test_trust_anchors_that_are_not_pem_are_refused_before_any_model_loads(media
     assert result.exit_code == 2 and "provenance.trust_anchors" in result.output and "PEM" in result.output
     assert len(result.output.strip().splitlines()) == 1
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_nothing_a_file_points_to_is_fetched(tmp_path):
+    """A file may name a remote manifest (XMP dcterms:provenance): an uploaded file must not make the
+    host request any address, internal ones included."""
+    import http.server
+    import threading
+
+    from PIL import Image
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/m.c2pa"
+        xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+               f'<rdf:Description xmlns:dcterms="http://purl.org/dc/terms/" dcterms:provenance="{url}"/>'
+               '</rdf:RDF></x:xmpmeta>')
+        Image.new("RGB", (64, 64), "gray").save(tmp_path / "remote.jpg", xmp=xmp.encode())
+        assert b"m.c2pa" in (tmp_path / "remote.jpg").read_bytes()
+        found = read_provenance(tmp_path / "remote.jpg")
+    finally:
+        server.shutdown()
+    assert requests == [] and not found.declares_generated
+
+
+def test_a_format_without_credentials_is_not_called_forged(tmp_path):
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for _ in range(5):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    found = read_provenance(tmp_path / "clip.avi")
+    assert found.c2pa == "absent" and found.validation_codes == []
+    (tmp_path / "noise.webm").write_bytes(bytes(range(256)) * 64)   # no format c2pa knows
+    found = read_provenance(tmp_path / "noise.webm")
+    assert found.c2pa == "absent" and "not checked" in found.note and found.validation_codes == []

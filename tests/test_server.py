@@ -131,6 +131,13 @@ def test_a_finished_job_downloads_as_one_self_contained_page(client, clips):
     assert client.get("/v1/jobs/0123456789abcdef0123456789abcdef/report.html").status_code == 404
 
 
+def test_the_page_of_a_job_with_a_non_ascii_name_downloads(client, clips):
+    job = wait_job(client, upload(client, clips["photo"], name="视频 résumé.jpg").json()["id"])
+    page = client.get(f"/v1/jobs/{job['id']}/report.html")
+    assert page.status_code == 200
+    assert "filename*=UTF-8''" in page.headers["content-disposition"] and "%E8%A7%86" in page.headers["content-disposition"]
+
+
 def test_job_options_reach_the_analysis(client, clips):
     job = wait_job(client, upload(client, clips["two"], frames=4, threshold=0.9, render="false").json()["id"])
     assert job["state"] == "done", job["error"]

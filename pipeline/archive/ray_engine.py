@@ -143,7 +143,10 @@ class RayEngine:
         files = list(files)
         check_detector(self.config)
         # the workers' working directory is not ours: every path they get is absolute
-        config = dataclasses.replace(self.config, weights=os.path.abspath(self.config.weights))
+        anchors = self.config.provenance.trust_anchors
+        config = dataclasses.replace(
+            self.config, weights=os.path.abspath(self.config.weights),
+            provenance=dataclasses.replace(self.config.provenance, trust_anchors=anchors and os.path.abspath(anchors)))
         try:
             with batch_lock(out):
                 journal = BatchJournal(out / JOURNAL_NAME)

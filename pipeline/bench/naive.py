@@ -3,7 +3,7 @@ pipeline's own clip and frame indices so the pipeline's speed-up is a ratio from
 
 Every step is the obvious one: OpenCV seeks to each sampled frame and reads it, MTCNN looks at
 the full-resolution frame alone, and each face crop gets its own forward pass through the
-PyTorch ensemble. The crop geometry and normalisation are the pipeline's (`crop_face`,
+PyTorch ensemble. The crop geometry and normalisation are the pipeline's (`cut_crop`,
 `detector_input`), so the two loops do the same work and differ only in how they do it.
 """
 from __future__ import annotations
@@ -27,13 +27,14 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
     from facenet_pytorch import MTCNN
 
     from deepfake_detect.stages.classify import detector_input
-    from deepfake_detect.stages.crop import crop_face
+    from deepfake_detect.stages.crop import cut_crop
 
     model = analyzer.model.eval()
     cfg = model.config
     device = analyzer.device
     settings = analyzer.face_detector.settings
     margin, size = analyzer.face_detector.crop_margin, analyzer.face_detector.crop_size
+    policy = analyzer.face_detector.crop_policy
     mtcnn = MTCNN(keep_all=True, min_face_size=20, post_process=False, device=device)
 
     def read(cap: cv2.VideoCapture, index: int) -> np.ndarray | None:
@@ -71,7 +72,7 @@ def naive_loop(analyzer: Analyzer, path: Path, indices: np.ndarray) -> dict[str,
                 # the pipeline's confidence cut, so both loops score the same faces
                 if prob is None or prob < settings.min_confidence:
                     continue
-                crop = crop_face(frame, np.asarray(box, np.float32), margin, size)
+                crop = cut_crop(frame, np.asarray(box, np.float32), policy, margin, size)
                 x = detector_input(crop[None], cfg, device)
                 with torch.inference_mode():
                     prob_fake, _ = model(x)

@@ -99,8 +99,10 @@ def render_html(report: AnalysisReport, settings: dict[str, Any], weights: str |
     job = {"id": None, "filename": Path(report.input.path).name, "state": "failed" if report.failed else "done",
            "verdict": report.verdict, "error": report.errors[0] if report.errors else None, "report": data,
            "files": inlined, "settings": settings, "limits": limits, "model_card": card}
-    # inside <script>, "</" would end the element early: JSON allows "<\/" for it
-    embedded = json.dumps(job, ensure_ascii=False).replace("</", "<\\/")
+    # inside <script>, "</" would end the element early and "<!--" would change how it is parsed: JSON
+    # strings may spell <, > and & as \u escapes, so no markup character is left in the data
+    embedded = (json.dumps(job, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+                .replace("&", "\\u0026"))
     page = (REPORT_PAGE_DIR / "index.html").read_text(encoding="utf-8")
     css = (REPORT_PAGE_DIR / "style.css").read_text(encoding="utf-8")
     script = (REPORT_PAGE_DIR / "app.js").read_text(encoding="utf-8").replace("</", "<\\/")

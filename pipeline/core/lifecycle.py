@@ -114,15 +114,23 @@ class JobLifecycle:
         printable(report)
         report.outputs["report"] = self.report_link(step.report_path)
         if self.html is not None:   # before the JSON, which names it: a crash before the JSON redoes both
-            page = html_path(step.report_path)
-            report.outputs["html"] = self.report_link(page)
-            atomic_write_text(page, render_html(report, dataclasses.asdict(self.html), self.html.weights))
+            self._write_html(step, report, self.html)
         atomic_write_text(step.report_path, report_json(report))
         self.recorder.reported(step, report)
         if self.csv is not None:
             self.csv.write(report, step.report_path)
             self.recorder.logged(step)
         return self._finish(step, report)
+
+    def _write_html(self, step: JobStep, report: AnalysisReport, config: AnalysisConfig) -> None:
+        """The page to hand on; an extra: if it cannot be written, the report says why and the job goes on."""
+        page = html_path(step.report_path)
+        report.outputs["html"] = self.report_link(page)
+        try:
+            atomic_write_text(page, render_html(report, dataclasses.asdict(config), config.weights))
+        except Exception as exc:  # noqa: BLE001 - the JSON report, the CSV line and the finish must still happen
+            del report.outputs["html"]
+            report.warnings.append(f"HTML report not written: {type(exc).__name__}: {exc}")
 
     def resume(self, step: JobStep, report: AnalysisReport | None = None) -> Finished:
         """A job whose report was written before a crash (`report`: as read by the caller, else

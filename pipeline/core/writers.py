@@ -142,11 +142,18 @@ class CsvLogWriter:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists() or self.path.stat().st_size == 0
+            # a log begun by an older version keeps its own columns: every line of a file has the same ones
+            columns = self.COLUMNS if new else self._columns_in_file()
             with open(self.path, "a", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=self.COLUMNS)
+                writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
                 if new:
                     writer.writeheader()
                 writer.writerow(row)
+
+    def _columns_in_file(self) -> tuple[str, ...]:
+        with open(self.path, newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+        return tuple(header) if header and set(header) <= set(self.COLUMNS) else self.COLUMNS
 
     def has_line_for(self, report_path: Path, created: str | None) -> bool:
         """Whether the log already has the line of this report (a crash between CSV and journal)."""

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -347,9 +348,11 @@ def get_html_report(job_id: str, srv: Server = Depends(server)) -> Response:
     if report is None:
         raise HTTPException(404, "the job has no report yet")
     page = render_html(report_from_dict(report), job.options, srv.config.weights, srv.runner.job_dir(job.id) / FILES_DIR)
-    name = f"{Path(job.filename).name or job.id}.html".replace('"', "")
-    return Response(page, media_type="text/html; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    name = f"{Path(job.filename).name or job.id}.html"
+    # headers are latin-1: an ASCII stand-in, and the real name percent-encoded (RFC 6266)
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
+    return Response(page, media_type="text/html; charset=utf-8", headers={"Content-Disposition": disposition})
 
 
 @v1.delete("/jobs/{job_id}", status_code=204, response_class=Response, responses={404: {"description": "no such job"}})

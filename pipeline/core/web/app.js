@@ -947,6 +947,7 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
   /** The page as a saved report: the job and its files are in the page itself; nothing is fetched. */
   function showEmbedded(job) {
     document.body.dataset.mode = "report";
+    state.apiKey = "";   // a server's key left in this tab must not make the page fetch its own data: URLs
     for (const sel of ["#upload", "#status", "#jobs-section"]) $(sel).hidden = true;
     for (const text of document.querySelectorAll(".limits, .verdict-limits")) text.textContent = job.limits || LIMITS_LINE;
     if (job.model_card) {
