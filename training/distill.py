@@ -47,11 +47,11 @@ def _maps_and_logits(model: EfficientNet, x: torch.Tensor) -> tuple[list[torch.T
 
 def distill_backbone(student_arch: str, teacher_path: str, pools: list[FacePool], steps: int, cfg: TrainConfig,
                      rng: np.random.Generator, log: Log) -> dict[str, torch.Tensor]:
-    """Teach `student_arch` to reproduce EfficientNet-Lite0's ImageNet logits (and, with
-    `distill_target: features`, its feature maps at every stage) on face frames of every
-    training item, real or fake (no labels needed): ImageNet-like features where no ImageNet
-    weights exist."""
-    teacher = timm.create_model("tf_efficientnet_lite0", num_classes=1000)
+    """Teach `student_arch` to reproduce the teacher's ImageNet logits (`cfg.distill_teacher_arch`,
+    EfficientNet-Lite0 by default; and, with `distill_target: features`, its feature maps at every
+    stage) on face frames of every training item, real or fake (no labels needed): ImageNet-like
+    features where no ImageNet weights exist."""
+    teacher = timm.create_model(cfg.distill_teacher_arch, num_classes=1000)
     teacher.load_state_dict(load_file(teacher_path))
     teacher.eval()
     student = timm.create_model(student_arch, num_classes=1000, drop_rate=cfg.drop_rate)

@@ -56,7 +56,8 @@ class TrainConfig:
                                                 # then share one quality distribution: training/cached.py)
     val_fakes: Annotated[int, Ge(0)] = 100      # held-out real-fake crops (and as many reals) in validation
     members: dict[str, MemberRecipe] = field(default_factory=dict)
-    distill_teacher: str = ""                   # tf_efficientnet_lite0 ImageNet safetensors
+    distill_teacher: str = ""                   # the teacher's ImageNet weights (safetensors, timm names)
+    distill_teacher_arch: str = "tf_efficientnet_lite0"   # its timm architecture (training/teachers.py converts Lite1/Lite2)
     distill_steps: Annotated[int, Ge(0)] = 300
     distill_target: Literal["logits", "features"] = "logits"  # features: also match every stage's feature
                                                 # maps, on real and fake faces

@@ -118,7 +118,7 @@ class Checkpoints:
     def stem(self, name: str) -> str:
         # distillation settings belong to the members that distil, not to the whole run: a run that
         # only lengthens EfficientNetV2's distillation reuses the finished MobileNetV2
-        distill = ("distill_steps", "distill_teacher", "distill_target")
+        distill = ("distill_steps", "distill_teacher", "distill_target", "distill_teacher_arch")
         # detail_size is applied after the members are trained (holdout fits, analysis), so it is theirs
         # only with train_detail; both stay out of the key otherwise, so finished members stay valid
         run_wide = {k: v for k, v in asdict(self.cfg).items()
@@ -138,7 +138,10 @@ class Checkpoints:
         for n in names[:names.index(name) + 1]:
             recipe = self.cfg.members[n]
             inits = recipe.init if isinstance(recipe.init, list) else [recipe.init]
-            earlier[n] = {**asdict(recipe), **({k: getattr(self.cfg, k) for k in distill} if "distill" in inits else {})}
+            settings = {k: getattr(self.cfg, k) for k in distill}
+            if settings["distill_teacher_arch"] == "tf_efficientnet_lite0":   # the default keys as before it existed
+                del settings["distill_teacher_arch"]
+            earlier[n] = {**asdict(recipe), **(settings if "distill" in inits else {})}
         key = hashlib.sha1(json.dumps([run_wide, earlier, self.data_digest], sort_keys=True, default=str).encode())
         return f"{name}-{key.hexdigest()[:16]}"
 

@@ -209,7 +209,7 @@ def _train_member(name: str, recipe: MemberRecipe, cfg: TrainConfig, pools: tupl
         member = create_member(name, cfg.drop_rate)
         assert isinstance(member, EfficientNet)  # every MEMBER_REGISTRY entry is a timm EfficientNet-family model
         if init == "distill":
-            log(f"{name}: distilling from EfficientNet-Lite0 ({cfg.distill_steps} steps, {cfg.distill_target})")
+            log(f"{name}: distilling from {cfg.distill_teacher_arch} ({cfg.distill_steps} steps, {cfg.distill_target})")
             # feature distillation (the "over all frames of all videos") draws real and fake faces
             # alike, as the teacher needs no labels; logits keep the shipped 0.3.0 recipe (real faces)
             unlabelled = [p for p in pools if p is not None] if cfg.distill_target == "features" else [pools[0]]
