@@ -138,6 +138,38 @@ def test_the_page_of_a_job_with_a_non_ascii_name_downloads(client, clips):
     assert "filename*=UTF-8''" in page.headers["content-disposition"] and "%E8%A7%86" in page.headers["content-disposition"]
 
 
+def test_a_file_that_declares_itself_generated_is_fake_by_its_credentials(client, clips, tmp_path):
+    pytest.importorskip("c2pa", reason="content credentials need c2pa-python")
+    pytest.importorskip("cryptography", reason="the test certificates need the test extras")
+    from c2pa_fixtures import make_chain, sign
+
+    signed = sign(clips["photo"], tmp_path / "generated.jpg", make_chain(), "image/jpeg")
+    job = wait_job(client, upload(client, signed).json()["id"])
+    assert (job["verdict"], job["verdict_basis"], job["report"]["verdict_basis"]) == ("fake", "provenance", "provenance")
+    listed = {j["id"]: j for j in client.get("/v1/jobs").json()["jobs"]}
+    assert listed[job["id"]]["verdict_basis"] == "provenance"   # the recent-jobs list says it too
+
+
+def test_a_job_journal_from_before_the_basis_gains_its_column(tmp_path):
+    import sqlite3
+
+    from deepfake_detect.pipeline.server.journal import JobJournal
+
+    old = sqlite3.connect(tmp_path / "jobs.sqlite")
+    old.execute("CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, state TEXT NOT NULL, "
+                "filename TEXT NOT NULL, input_name TEXT NOT NULL, options TEXT NOT NULL, attempts INTEGER NOT NULL "
+                "DEFAULT 0, frames_done INTEGER, frames_total INTEGER, verdict TEXT, error TEXT, created_at REAL NOT NULL, "
+                "started_at REAL, finished_at REAL)")
+    old.execute("INSERT INTO jobs (id, state, filename, input_name, options, verdict, created_at, finished_at) "
+                "VALUES ('a' , 'done', 'x.jpg', 'input.jpg', '{}', 'real', 1, 2)")
+    old.commit()
+    old.close()
+    journal = JobJournal(tmp_path / "jobs.sqlite")
+    job = journal.get("a")
+    assert job is not None and job.verdict == "real" and job.verdict_basis is None
+    journal.close()
+
+
 def test_job_options_reach_the_analysis(client, clips):
     job = wait_job(client, upload(client, clips["two"], frames=4, threshold=0.9, render="false").json()["id"])
     assert job["state"] == "done", job["error"]

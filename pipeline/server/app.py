@@ -86,6 +86,7 @@ class JobSummary(JobCreated):
     finished: str | None
     error: str | None
     verdict: str | None
+    verdict_basis: str | None = None   # "provenance": content credentials declared it generated (report schema 1.3)
     options: dict[str, Any]
 
 
@@ -180,7 +181,8 @@ def _summary(job: Job) -> JobSummary:
     return JobSummary(id=job.id, state=job.state, urls=_urls(job.id), filename=job.filename,
                       progress=Progress(frames_done=done, frames_total=job.frames_total),
                       created=_iso(job.created_at) or "", started=_iso(job.started_at), finished=_iso(job.finished_at),
-                      error=job.error, verdict=job.verdict if job.finished else None, options=job.options)
+                      error=job.error, verdict=job.verdict if job.finished else None,
+                      verdict_basis=job.verdict_basis if job.finished else None, options=job.options)
 
 
 def _report(srv: Server, job: Job) -> dict[str, Any] | None:

@@ -436,7 +436,7 @@ class _JobRecorder:
 
     def finish(self, step: JobStep, report: AnalysisReport) -> bool:
         return self.journal.finish(str(step.key), "failed" if report.failed else "done", report.verdict,
-                                   report.errors[0] if report.errors else None)
+                                   report.errors[0] if report.errors else None, report.verdict_basis)
 
 
 def _flatten_outputs(report: AnalysisReport, out_dir: Path) -> None:

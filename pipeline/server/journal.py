@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from deepfake_detect.pipeline.core.journal import SqliteJournal
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error         TEXT,                    -- one line, for failed jobs
     created_at    REAL NOT NULL,
     started_at    REAL,
-    finished_at   REAL
+    finished_at   REAL,
+    verdict_basis TEXT                     -- 'detector' | 'provenance' (report schema 1.3), finished jobs
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -72,6 +74,7 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    verdict_basis: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -86,6 +89,14 @@ class Job:
 
 class JobJournal(SqliteJournal):
     SCHEMA = _SCHEMA
+
+    def __init__(self, path: str | Path, timeout: float = 30.0):
+        super().__init__(path, timeout)
+        # a journal written before the verdict's basis was recorded gains the column (its jobs: NULL)
+        with self._lock:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "verdict_basis" not in columns:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN verdict_basis TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -161,12 +172,13 @@ class JobJournal(SqliteJournal):
         with self._tx() as db:
             return self._transition(db, job_id, ("running",), "queued", started_at=None)
 
-    def finish(self, job_id: str, state: str, verdict: str | None, error: str | None) -> bool:
+    def finish(self, job_id: str, state: str, verdict: str | None, error: str | None,
+               verdict_basis: str | None = None) -> bool:
         """running -> done | failed, once: False when the job is no longer running (deleted)."""
         assert state in ("done", "failed")
         with self._tx() as db:
             return self._transition(db, job_id, ("running",), state, verdict=verdict, error=error,
-                                    finished_at=time.time())
+                                    finished_at=time.time(), verdict_basis=verdict_basis)
 
     def delete(self, job_id: str) -> Job | None:
         """Forget a job and its events; returns it as it was, or None when there was none."""

@@ -791,7 +791,8 @@ Stable selectors (tests/test_server_browser.py relies on them; keep them when re
     $("#jobs-empty").textContent = "No jobs yet.";
     for (const j of jobs) {
       const verdict = j.verdict || "";
-      const stateText = j.state === "done" ? (VERDICT_WORDS[verdict] || verdict) : j.state;
+      const basis = j.verdict_basis === "provenance" ? " (c2pa)" : "";   // decided by content credentials
+      const stateText = j.state === "done" ? (VERDICT_WORDS[verdict] || verdict) + basis : j.state;
       const open = el("button", { type: "button", class: "job-open", "data-job-id": j.id, onclick: () => openJob(j.id) },
         el("span", { class: "job-name", text: j.filename || j.id }),
         el("span", { class: `chip chip-${j.state === "done" ? verdict : j.state}`, text: stateText }),
