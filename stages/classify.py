@@ -5,6 +5,7 @@ tests and the bench); which one runs is the pipeline's choice (`backend` in the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,23 @@ def detector_input(crops: np.ndarray, config: DetectorConfig, device: torch.devi
     return to_model_input(crops, config.mean, config.std, config.input_size, device, config.detail_size)
 
 
+def group_inputs(crops_by_group: Sequence[np.ndarray], config: DetectorConfig, device: torch.device) -> list[torch.Tensor]:
+    """RGB crops of each input group (config.input_groups(), cut as each group's members cut them) to
+    what those members take."""
+    inputs = []
+    for (member_input, _), crops in zip(config.input_groups(), crops_by_group, strict=True):
+        if member_input.channels == "bgr":
+            crops = crops[..., ::-1]
+        inputs.append(to_model_input(crops, member_input.mean, member_input.std, member_input.input_size, device,
+                                     member_input.detail_size))
+    return inputs
+
+
+def as_groups(crops: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One crop array (every member takes the same input) or one per input group, as a list."""
+    return [crops] if isinstance(crops, np.ndarray) else list(crops)
+
+
 class CropClassifier:
     """Crops (N, H, W, 3) uint8 in, `CropScores` out; mixed precision on CUDA."""
 
@@ -74,16 +92,18 @@ class CropClassifier:
         self.member_names = list(model.config.members)
         self.half = device.type == "cuda"   # fp16 autocast on CUDA; False scores in fp32 (to measure the difference)
 
-    def score(self, crops: np.ndarray) -> CropScores:
+    def score(self, crops: np.ndarray | Sequence[np.ndarray]) -> CropScores:
+        """Scores of N faces: their crops, or one crop array per input group (a combined detector)."""
         n_members = len(self.member_names)
-        if len(crops) == 0:
+        groups = as_groups(crops)
+        if len(groups[0]) == 0:
             return CropScores(np.zeros(0, np.float32), np.zeros((0, n_members), np.float32))
         cfg = self.model.config
         ens, mem = [], []
-        for start in range(0, len(crops), self.batch_size):
-            x = detector_input(crops[start:start + self.batch_size], cfg, self.device)
+        for start in range(0, len(groups[0]), self.batch_size):
+            xs = group_inputs([g[start:start + self.batch_size] for g in groups], cfg, self.device)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                prob, member_prob = self.model(x)
+                prob, member_prob = self.model(*xs)
             ens.append(prob.float().cpu().numpy())
             mem.append(member_prob.float().cpu().numpy())
         return CropScores(np.concatenate(ens), np.concatenate(mem))
@@ -98,17 +118,18 @@ class OnnxCropClassifier:
         self.config = config
         self.batch_size = batch_size
         self.member_names = list(config.members)
-        self._input = session.get_inputs()[0].name
+        self._inputs = [i.name for i in session.get_inputs()]   # one per input group, in order
 
-    def score(self, crops: np.ndarray) -> CropScores:
-        if len(crops) == 0:
+    def score(self, crops: np.ndarray | Sequence[np.ndarray]) -> CropScores:
+        groups = as_groups(crops)
+        if len(groups[0]) == 0:
             return CropScores(np.zeros(0, np.float32), np.zeros((0, len(self.member_names)), np.float32))
         cfg = self.config
         ens, mem = [], []
         cpu = torch.device("cpu")
-        for start in range(0, len(crops), self.batch_size):
-            x = detector_input(crops[start:start + self.batch_size], cfg, cpu)
-            prob, member_prob = self.session.run(None, {self._input: x.numpy()})
+        for start in range(0, len(groups[0]), self.batch_size):
+            xs = group_inputs([g[start:start + self.batch_size] for g in groups], cfg, cpu)
+            prob, member_prob = self.session.run(None, {name: x.numpy() for name, x in zip(self._inputs, xs, strict=True)})
             ens.append(prob.astype(np.float32))
             mem.append(member_prob.astype(np.float32))
         return CropScores(np.concatenate(ens), np.concatenate(mem))

@@ -131,10 +131,11 @@ class FaceDetector:
             out.append(faces)
         return out
 
-    def crops(self, frames: np.ndarray, faces: list[list[Face]]) -> np.ndarray:
-        """All face crops of the batch, frame by frame, as (M, S, S, 3) uint8."""
-        size = self.crop_size
-        crops = [cut_crop(frame, face.box, self.crop_policy, self.crop_margin, size)
+    def crops(self, frames: np.ndarray, faces: list[list[Face]], cut: tuple[str, float, int] | None = None) -> np.ndarray:
+        """All face crops of the batch, frame by frame, as (M, S, S, 3) uint8: cut as the settings say, or
+        as `cut` (policy, margin, size) says (a combined detector's other input groups)."""
+        policy, margin, size = cut or (self.crop_policy, self.crop_margin, self.crop_size)
+        crops = [cut_crop(frame, face.box, policy, margin, size)
                  for frame, frame_faces in zip(frames, faces) for face in frame_faces]
         if not crops:
             return np.zeros((0, size, size, 3), dtype=np.uint8)

@@ -50,6 +50,26 @@ def _known_combiner(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class MemberInput:
+    """What one member takes: how its face crop is cut (policy, margin, size) and how the crop becomes
+    its input (channel order, normalisation, detail ceiling). Members that share one are an input group."""
+    input_size: int
+    crop_policy: str
+    crop_margin: float
+    channels: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    detail_size: int | None
+
+    @property
+    def cut(self) -> tuple[str, float, int]:
+        return self.crop_policy, self.crop_margin, self.input_size
+
+
+INPUT_FIELDS = ("input_size", "crop_policy", "crop_margin", "channels", "mean", "std", "detail_size")
+
+
 @dataclass
 class DetectorConfig:
     """What detector.json says, checked when it is read by the one settings loader (stages/settings.py)."""
@@ -87,6 +107,12 @@ class DetectorConfig:
     # an imported detector's origin (training/published): format, source file and its sha256, licence,
     # the paper's figures; empty for a detector trained here
     provenance: dict = field(default_factory=dict)
+    # per member, what differs from the fields above (INPUT_FIELDS): a combined detector's members each keep
+    # their own crop cut and normalisation (`detectors combine`); empty: every member takes the same input
+    member_inputs: dict[str, dict] = field(default_factory=dict)
+    # per member, a logistic calibration of its logit ({scale, shift}) applied before the combiner: a
+    # combined detector keeps each source detector's calibration on its members
+    member_calibration: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.detail_size is not None and self.detail_size >= self.input_size:
@@ -94,11 +120,34 @@ class DetectorConfig:
         calibration = self.calibration
         if calibration and not (set(calibration) == {"scale", "shift"} and float(calibration["scale"]) > 0):
             raise DetectorError(f"calibration must be {{scale > 0, shift}}, got {calibration!r}")
+        for name, own in self.member_inputs.items():
+            unknown = set(own) - set(INPUT_FIELDS)
+            if name not in self.members or unknown:
+                raise DetectorError(f"member_inputs: {name!r} is not a member" if name not in self.members
+                                    else f"member_inputs of {name!r}: unknown {', '.join(sorted(unknown))}")
+            try:
+                known_crop_policy(own.get("crop_policy", self.crop_policy))
+            except ValueError as exc:
+                raise DetectorError(f"member_inputs of {name!r}: {exc}") from None
         for name in self.members:
             if name not in self.architectures:
                 if name not in MEMBER_REGISTRY:
                     raise DetectorError(f"unknown member {name!r} and no architecture given; known: {', '.join(MEMBER_REGISTRY)}")
                 self.architectures[name] = dict(MEMBER_REGISTRY[name])
+
+    def member_input(self, name: str) -> MemberInput:
+        own = self.member_inputs.get(name, {})
+        values = {key: own.get(key, getattr(self, key)) for key in INPUT_FIELDS}
+        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+        return MemberInput(**values)
+
+    def input_groups(self) -> list[tuple[MemberInput, list[int]]]:
+        """Each distinct member input with the indices of its members, in the order of first use: one
+        group for every detector but a combined one."""
+        groups: dict[MemberInput, list[int]] = {}
+        for index, name in enumerate(self.members):
+            groups.setdefault(self.member_input(name), []).append(index)
+        return list(groups.items())
 
     @classmethod
     def from_dict(cls, data: dict) -> DetectorConfig:
@@ -147,15 +196,33 @@ class EnsembleDetector(nn.Module):
         self.members = nn.ModuleDict({name: create_member(name, config.drop_rate, config.architectures[name])
                                       for name in config.members})
         # The stacking layer sees member logits; initialised to the plain mean of logits.
+        self.group_of_member = [0] * len(config.members)   # which input each member takes
+        groups = config.input_groups()
+        for group, (_, indices) in enumerate(groups):
+            for index in indices:
+                self.group_of_member[index] = group
+        self.n_inputs = len(groups)
+        calibration = [config.member_calibration.get(name, {}) for name in config.members]
+        self.member_scale: torch.Tensor
+        self.member_shift: torch.Tensor
+        self.register_buffer("member_scale", torch.tensor([float(c.get("scale", 1.0)) for c in calibration]),
+                             persistent=False)
+        self.register_buffer("member_shift", torch.tensor([float(c.get("shift", 0.0)) for c in calibration]),
+                             persistent=False)
         self.stacker = nn.Linear(len(config.members), 1)
         nn.init.constant_(self.stacker.weight, 1.0 / len(config.members))
         nn.init.zeros_(self.stacker.bias)
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m(x).float() for m in self.members.values()], dim=1)
+    def member_logits(self, *xs: torch.Tensor) -> torch.Tensor:
+        """Member logits (N, M) from one input per input group (config.input_groups(), in order)."""
+        if len(xs) != self.n_inputs:
+            raise ValueError(f"{len(xs)} inputs for {self.n_inputs} input groups")
+        return torch.cat([m(xs[g]).float() for m, g in zip(self.members.values(), self.group_of_member)], dim=1)
 
     def combine(self, logits: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Member logits (N, M) -> the ensemble's fake probability (N,), calibrated unless told not to."""
+        if self.config.member_calibration:
+            logits = logits * self.member_scale + self.member_shift
         if self.config.combiner == "stacking":
             z = self.stacker(logits).squeeze(1)
         else:
@@ -167,8 +234,8 @@ class EnsembleDetector(nn.Module):
             z = float(self.config.calibration["scale"]) * z + float(self.config.calibration["shift"])
         return torch.sigmoid(z)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.member_logits(x)
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.member_logits(*xs)
         return self.combine(logits), torch.sigmoid(logits)
 
 

@@ -18,7 +18,7 @@ The ensemble map combines the member maps with the weights the combiner gives th
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -29,7 +29,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from deepfake_detect.stages.classify import detector_input
+from deepfake_detect.stages.classify import group_inputs
 from deepfake_detect.stages.ensemble import EnsembleDetector
 
 
@@ -99,18 +99,33 @@ class Explainer:
         self.member_names = list(model.config.members)
         self.weights = member_weights(model)
 
-    def explain(self, crops: np.ndarray) -> Explanation:
+    def explain(self, crops: np.ndarray, group_crops: Sequence[np.ndarray] | None = None,
+                to_primary: Sequence[np.ndarray | None] | None = None) -> Explanation:
+        """Maps of every member on `crops` (N, S, S, 3). A combined detector's members that cut their own
+        crops see them (`group_crops`, one array per input group), and their maps are carried into
+        `crops`' frame by `to_primary` (per group: (N, 2, 3) affine maps from its crop to `crops`, or None
+        where the group's crops are `crops`)."""
         n, size = len(crops), (crops.shape[1] if crops.ndim == 4 else self.model.config.input_size)
         members = np.zeros((n, len(self.member_names), size, size), np.float32)
         cfg = self.model.config
+        groups = list(group_crops) if group_crops is not None else [crops]
+        warps = list(to_primary) if to_primary is not None else [None] * len(groups)
         for start in range(0, n, self.batch_size):
-            batch = crops[start:start + self.batch_size]
-            x = detector_input(batch, cfg, self.device)
+            stop = min(n, start + self.batch_size)
+            xs = group_inputs([g[start:stop] for g in groups], cfg, self.device)
             for j, name in enumerate(self.member_names):
-                cam = self._member_cam(self.model.members[name], x)
-                if cam.shape[-1] != size:  # maps come at the model's input size; crops may differ
+                g = self.model.group_of_member[j]
+                cam = self._member_cam(self.model.members[name], xs[g])
+                own = groups[g].shape[1]   # maps come at the member's input size; its crops may differ
+                if cam.shape[-1] != own:
+                    cam = np.stack([cv2.resize(c, (own, own), interpolation=cv2.INTER_LINEAR) for c in cam])
+                warp = warps[g]
+                if warp is not None:   # another cut: into the primary crop's pixels (outside its window: 0)
+                    cam = np.stack([cv2.warpAffine(c, warp[start + k], (size, size), flags=cv2.INTER_LINEAR)
+                                    for k, c in enumerate(cam)])
+                elif cam.shape[-1] != size:
                     cam = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in cam])
-                members[start:start + len(batch), j] = cam
+                members[start:stop, j] = cam
         ensemble = np.einsum("nmhw,m->nhw", members, self.weights)
         # rescale so the strongest region reads as 1 whichever members agree
         peak = ensemble.reshape(n, -1).max(axis=1, initial=0.0).reshape(n, 1, 1)

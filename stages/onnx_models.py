@@ -27,27 +27,37 @@ class _MemberLogits(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.detector(x)  # (ensemble probability (N,), member probabilities (N, M))
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.detector(*xs)  # (ensemble probability (N,), member probabilities (N, M))
 
 
-def export_module(module: nn.Module, example: torch.Tensor, outputs: list[str], dynamic: dict) -> bytes:
+def export_module(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], outputs: list[str], dynamic: dict,
+                  inputs: list[str] | None = None) -> bytes:
+    """A module as ONNX bytes: `example` one input (named "images") or several (named `inputs`), each
+    with the `dynamic` axes."""
+    examples = example if isinstance(example, tuple) else (example,)
+    names = inputs or ["images"]
     # torch.onnx.export takes a path only; a scratch folder keeps the caller's files whole
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
         path = Path(tmp) / "model.onnx"
         # the TorchScript exporter: the dynamo one needs onnxscript and gives the same graph here
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["images"], output_names=outputs,
-                          dynamic_axes={"images": dynamic, **{name: {0: "n"} for name in outputs}})
+        torch.onnx.export(module.eval(), examples, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=outputs,
+                          dynamic_axes={**{name: dynamic for name in names}, **{name: {0: "n"} for name in outputs}})
         return path.read_bytes()
 
 
-def export_detector(detector: nn.Module, input_size: int) -> bytes:
-    """The whole ensemble (members, combiner, calibration) as an ONNX file's bytes: normalised
-    images (N, 3, S, S) in, (probability (N,), member probabilities (N, M)) out."""
-    example = torch.zeros(2, 3, input_size, input_size)
-    return export_module(_MemberLogits(detector), example, ["probability", "member_probabilities"], {0: "n"})
+def export_detector(detector: nn.Module, input_size: int | None = None) -> bytes:
+    """The whole ensemble (members, combiner, calibration) as an ONNX file's bytes: normalised images
+    (N, 3, S, S) in, one input per input group ("images", or "images_0", "images_1", ... for a
+    combined detector), and (probability (N,), member probabilities (N, M)) out."""
+    groups = detector.config.input_groups()   # type: ignore[union-attr,operator]
+    sizes = [input_size or member_input.input_size for member_input, _ in groups] if len(groups) == 1 else \
+        [member_input.input_size for member_input, _ in groups]
+    examples = tuple(torch.zeros(2, 3, size, size) for size in sizes)
+    names = ["images"] if len(examples) == 1 else [f"images_{k}" for k in range(len(examples))]
+    return export_module(_MemberLogits(detector), examples, ["probability", "member_probabilities"], {0: "n"}, names)
 
 
 def make_session(model: Path | bytes, threads: int):

@@ -229,7 +229,12 @@ def info(weights: str | None, device: str) -> None:
                f"input {cfg.input_size}px" + (f" (detail {cfg.detail_size}px)" if cfg.detail_size else "") +
                f", crop margin {cfg.crop_margin}; trained: {cfg.trained}")
     click.echo(f"  sha256: {cfg.sha256} [{status}]")
-    if cfg.provenance:
+    if cfg.provenance.get("combined"):
+        parts = ", ".join(f"{c['name']} {c['version']}" for c in cfg.provenance["combined"])
+        click.echo(f"  combined from: {parts}; {cfg.provenance.get('operating_point', '')}")
+        click.echo(f"  input groups: {len(cfg.input_groups())} (" + "; ".join(
+            f"{g.crop_policy} {g.input_size}px: {', '.join(cfg.members[i] for i in idx)}" for g, idx in cfg.input_groups()) + ")")
+    elif cfg.provenance:
         p = cfg.provenance
         sources = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}…)" for s in p.get("sources", []))
         click.echo(f"  imported ({p.get('format')}): {p.get('method', '')}; crop policy {cfg.crop_policy}")

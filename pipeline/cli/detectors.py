@@ -43,3 +43,24 @@ def import_command(format_name: str, checkpoints: tuple[str, ...], out_dir: str)
     except (CheckpointError, DetectorError) as exc:
         raise CommandError(str(exc)) from None
     click.echo(f"imported {format_name} into {folder}: run it with --weights {folder}")
+
+
+@detectors.command("combine")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Detector folder to write; use it with --weights.")
+def combine_command(folders: tuple[str, ...], out_dir: str) -> None:
+    """One ensemble of the members of FOLDERS (detectors trained here or imported), each member keeping its
+    own crop cut, normalisation and calibration. Its operating point is the mean of the members' calibrated
+    probabilities with threshold 0.5, not fitted on data."""
+    from deepfake_detect.stages.ensemble import DetectorError
+    from deepfake_detect.training.combine import combine_detectors
+
+    out = Path(out_dir)
+    if (out / "detector.json").exists():
+        raise CommandError(f"{out} already holds a detector; choose another --out")
+    try:
+        folder = combine_detectors([Path(f) for f in folders], out)
+    except DetectorError as exc:
+        raise CommandError(str(exc)) from None
+    click.echo(f"combined {len(folders)} detectors into {folder}: run it with --weights {folder}")

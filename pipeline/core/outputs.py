@@ -20,7 +20,7 @@ from deepfake_detect.pipeline.core.config import RenderSettings
 from deepfake_detect.pipeline.core.report import AnalysisReport
 from deepfake_detect.pipeline.core.writers import output_stem
 from deepfake_detect.stages.aggregate import FaceScore
-from deepfake_detect.stages.crop import cut_crop
+from deepfake_detect.stages.crop import crop_window, cut_crop
 from deepfake_detect.stages.decode import MediaReader
 from deepfake_detect.stages.draw import Banner, FaceSample, OverlayStyle, annotate_image, heatmap_strip, verdict_banner
 from deepfake_detect.stages.render import RenderStats, render_annotated_video
@@ -137,7 +137,7 @@ def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[Fac
                  for face in by_frame[idx]]
         crops = np.stack([cut_crop(frame, np.asarray(face.box, np.float32), crop_policy, crop_margin, crop_size)
                           for frame, face in pairs])
-        maps = explainer.explain(crops)
+        maps = explainer.explain(crops, *_other_cuts(explainer, pairs, crops, (crop_policy, crop_margin, crop_size)))
         for k, (_, face) in enumerate(pairs):
             small = _small_map(maps.ensemble[k])
             if face.frame_index in detailed_frames:
@@ -146,6 +146,41 @@ def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[Fac
             else:
                 out[face_key(face)] = FaceExplanation(small)
     return out
+
+
+def _other_cuts(explainer: Explainer, pairs: list[tuple[np.ndarray, FaceScore]], crops: np.ndarray,
+                primary: tuple[str, float, int]) -> tuple[list[np.ndarray] | None, list[np.ndarray | None] | None]:
+    """A combined detector's members that cut their own crops: those crops per input group, and for each
+    face the affine map from that group's crop to the primary crop (through the frame), so every member's
+    map lands on the face where the others' do. (None, None) for every other detector."""
+    cuts = [member_input.cut for member_input, _ in explainer.model.config.input_groups()]
+    if len(cuts) == 1:
+        return None, None
+    group_crops: list[np.ndarray] = []
+    warps: list[np.ndarray | None] = []
+    for cut in cuts:
+        if cut == primary:
+            group_crops.append(crops)
+            warps.append(None)
+            continue
+        policy, margin, size = cut
+        group_crops.append(np.stack([cut_crop(frame, np.asarray(face.box, np.float32), policy, margin, size)
+                                     for frame, face in pairs]))
+        warps.append(np.stack([_crop_to_crop(frame.shape[:2], np.asarray(face.box, np.float64), cut, primary)
+                               for frame, face in pairs]))
+    return group_crops, warps
+
+
+def _crop_to_crop(shape: tuple[int, ...], box: np.ndarray, cut: tuple[str, float, int],
+                  primary: tuple[str, float, int]) -> np.ndarray:
+    """The 2x3 affine map from a crop cut as `cut` to one cut as `primary`, of the same face."""
+    (sx1, sy1, sx2, sy2), (tx1, ty1, tx2, ty2) = crop_window(cut[0], box, cut[1], shape[0], shape[1], cut[2])
+    (px1, py1, px2, py2), (qx1, qy1, qx2, qy2) = crop_window(primary[0], box, primary[1], shape[0], shape[1], primary[2])
+    # crop -> frame: x_f = sx1 + (x - tx1) * (sx2 - sx1) / (tx2 - tx1); frame -> primary: x_p = qx1 + (x_f - px1) * k
+    kx, ky = (sx2 - sx1) / max(tx2 - tx1, 1), (sy2 - sy1) / max(ty2 - ty1, 1)
+    px, py = (qx2 - qx1) / max(px2 - px1, 1), (qy2 - qy1) / max(py2 - py1, 1)
+    return np.array([[kx * px, 0.0, qx1 + (sx1 - tx1 * kx - px1) * px],
+                     [0.0, ky * py, qy1 + (sy1 - ty1 * ky - py1) * py]], np.float32)
 
 
 def _style(analysed: AnalysedInput, settings: RenderSettings) -> OverlayStyle:

@@ -34,7 +34,7 @@ from deepfake_detect.stages.aggregate import FaceScore, aggregate, provenance_de
 from deepfake_detect.stages.classify import CropClassifier, OnnxCropClassifier, pick_device
 from deepfake_detect.stages.crop import crop_region
 from deepfake_detect.stages.decode import DamagedError, FrameBatch, MediaError, MediaReader, open_media, sample_indices
-from deepfake_detect.stages.detect import create_face_detector, face_detector_class
+from deepfake_detect.stages.detect import Face, create_face_detector, face_detector_class
 from deepfake_detect.stages.ensemble import (
     DetectorConfig,
     DetectorError,
@@ -342,6 +342,15 @@ class Analyzer:
         info = reader.info
         return len(sample_indices(info.frame_count, info.fps, self.config.sampling, max_frames=info.frame_count))
 
+    def group_crops(self, frames: np.ndarray, faces: list[list[Face]], crops: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """The crops each input group of the detector takes: `crops` (cut as the face detector's settings
+        say) for every detector but a combined one, whose other groups cut their own."""
+        cuts = [member_input.cut for member_input, _ in self.detector_config.input_groups()]
+        if len(cuts) == 1:
+            return crops
+        primary = (self.face_detector.crop_policy, self.face_detector.crop_margin, self.face_detector.crop_size)
+        return [crops if cut == primary else self.face_detector.crops(frames, faces, cut) for cut in cuts]
+
     def score_batch(self, batch: FrameBatch, tracker: FaceTracker, timer: _Timer | None = None) -> list[FaceScore]:
         """Detect, track and score every face of one chunk of frames (crops batched across frames)."""
         timer = timer or _Timer()
@@ -350,7 +359,7 @@ class Analyzer:
         crops = self.face_detector.crops(batch.frames, frame_faces)
         crop_sharpness = sharpness(crops)
         t1 = time.perf_counter()
-        scores = self.classifier.score(crops)
+        scores = self.classifier.score(self.group_crops(batch.frames, frame_faces, crops))
         t2 = time.perf_counter()
         timer.add("detect_s", t1 - t0)
         timer.add("classify_s", t2 - t1)
