@@ -137,7 +137,8 @@ def explain_faces(explainer: Explainer, reader: MediaReader, faces: Sequence[Fac
                  for face in by_frame[idx]]
         crops = np.stack([cut_crop(frame, np.asarray(face.box, np.float32), crop_policy, crop_margin, crop_size)
                           for frame, face in pairs])
-        maps = explainer.explain(crops, *_other_cuts(explainer, pairs, crops, (crop_policy, crop_margin, crop_size)))
+        group_crops, warps = _other_cuts(explainer, pairs, crops, (crop_policy, crop_margin, crop_size))
+        maps = explainer.explain(crops) if group_crops is None else explainer.explain(crops, group_crops, warps)
         for k, (_, face) in enumerate(pairs):
             small = _small_map(maps.ensemble[k])
             if face.frame_index in detailed_frames:
