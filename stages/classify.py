@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepfake_detect.stages.ensemble import DetectorConfig, EnsembleDetector
+from deepfake_detect.stages.ensemble import DetectorConfig, EnsembleDetector, MemberInput
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -65,11 +65,16 @@ def detector_input(crops: np.ndarray, config: DetectorConfig, device: torch.devi
     return to_model_input(crops, config.mean, config.std, config.input_size, device, config.detail_size)
 
 
-def group_inputs(crops_by_group: Sequence[np.ndarray], config: DetectorConfig, device: torch.device) -> list[torch.Tensor]:
-    """RGB crops of each input group (config.input_groups(), cut as each group's members cut them) to
-    what those members take."""
+def input_of_groups(config: DetectorConfig) -> list[MemberInput]:
+    """What each input group of `config` takes, in order (fixed once a detector is loaded)."""
+    return [member_input for member_input, _ in config.input_groups()]
+
+
+def group_inputs(crops_by_group: Sequence[np.ndarray], groups: Sequence[MemberInput],
+                 device: torch.device) -> list[torch.Tensor]:
+    """RGB crops of each input group (cut as each group's members cut them) to what those members take."""
     inputs = []
-    for (member_input, _), crops in zip(config.input_groups(), crops_by_group, strict=True):
+    for member_input, crops in zip(groups, crops_by_group, strict=True):
         if member_input.channels == "bgr":
             crops = crops[..., ::-1]
         inputs.append(to_model_input(crops, member_input.mean, member_input.std, member_input.input_size, device,
@@ -91,6 +96,7 @@ class CropClassifier:
         self.batch_size = batch_size
         self.member_names = list(model.config.members)
         self.half = device.type == "cuda"   # fp16 autocast on CUDA; False scores in fp32 (to measure the difference)
+        self.groups = input_of_groups(model.config)
 
     def score(self, crops: np.ndarray | Sequence[np.ndarray]) -> CropScores:
         """Scores of N faces: their crops, or one crop array per input group (a combined detector)."""
@@ -98,10 +104,9 @@ class CropClassifier:
         groups = as_groups(crops)
         if len(groups[0]) == 0:
             return CropScores(np.zeros(0, np.float32), np.zeros((0, n_members), np.float32))
-        cfg = self.model.config
         ens, mem = [], []
         for start in range(0, len(groups[0]), self.batch_size):
-            xs = group_inputs([g[start:start + self.batch_size] for g in groups], cfg, self.device)
+            xs = group_inputs([g[start:start + self.batch_size] for g in groups], self.groups, self.device)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
                 prob, member_prob = self.model(*xs)
             ens.append(prob.float().cpu().numpy())
@@ -119,16 +124,16 @@ class OnnxCropClassifier:
         self.batch_size = batch_size
         self.member_names = list(config.members)
         self._inputs = [i.name for i in session.get_inputs()]   # one per input group, in order
+        self.groups = input_of_groups(config)
 
     def score(self, crops: np.ndarray | Sequence[np.ndarray]) -> CropScores:
         groups = as_groups(crops)
         if len(groups[0]) == 0:
             return CropScores(np.zeros(0, np.float32), np.zeros((0, len(self.member_names)), np.float32))
-        cfg = self.config
         ens, mem = [], []
         cpu = torch.device("cpu")
         for start in range(0, len(groups[0]), self.batch_size):
-            xs = group_inputs([g[start:start + self.batch_size] for g in groups], cfg, cpu)
+            xs = group_inputs([g[start:start + self.batch_size] for g in groups], self.groups, cpu)
             prob, member_prob = self.session.run(None, {name: x.numpy() for name, x in zip(self._inputs, xs, strict=True)})
             ens.append(prob.astype(np.float32))
             mem.append(member_prob.astype(np.float32))

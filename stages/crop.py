@@ -1,4 +1,4 @@
-"""Face-crop geometry: which square of the frame the classifier sees. numpy and OpenCV only.
+"""Face-crop geometry: which square of the frame the classifier sees. numpy and OpenCV, no torch.
 
 The square is the face box enlarged by a margin. Where it would leave the frame, it is slid back
 inside (and, if the frame is too small, shrunk to fit) instead of padding with replicated edge
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from deepfake_detect.stages.settings import one_of
 
 # The labelled part of a frame: all of it, or one half of a side-by-side layout (a generator demo
 # with the reference photo beside the output).
@@ -64,11 +66,7 @@ def crop_face(frame: np.ndarray, box: np.ndarray, margin: float, size: int) -> n
 CROP_POLICIES = ("square", "sbi", "icpr2020", "dfdc-winner", "resnext-lstm")
 
 
-def known_crop_policy(name: str) -> str:
-    """`name` when it is one of CROP_POLICIES (the settings' check), else ValueError."""
-    if name not in CROP_POLICIES:
-        raise ValueError(f"unknown crop policy {name!r}; known: {', '.join(CROP_POLICIES)}")
-    return name
+known_crop_policy = one_of(CROP_POLICIES, "crop policy")   # the settings' check
 
 
 def _clip(x1: float, y1: float, x2: float, y2: float, height: int, width: int) -> tuple[int, int, int, int]:

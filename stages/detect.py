@@ -24,6 +24,7 @@ from annotated_types import Ge, Interval
 from pydantic import AfterValidator
 
 from deepfake_detect.stages.crop import crop_face, crop_square, cut_crop, known_crop_policy, square_crop_box
+from deepfake_detect.stages.settings import one_of
 
 # torch loads with the detector, not with the settings: the server's and the daemon's parent
 # processes read the settings and never run a network.
@@ -45,10 +46,7 @@ FACE_DETECTORS = {
 }
 
 
-def _known_detector(name: str) -> str:
-    if name not in FACE_DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(FACE_DETECTORS)}")
-    return name
+_known_detector = one_of(FACE_DETECTORS, "face detector")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from deepfake_detect.stages.crop import known_crop_policy
 from deepfake_detect.stages.detect import DEFAULT_CROP_MARGIN
-from deepfake_detect.stages.settings import ConfigError, load_settings
+from deepfake_detect.stages.settings import ConfigError, load_settings, one_of
 
 WEIGHTS_FILE = "detector.safetensors"
 CONFIG_FILE = "detector.json"
@@ -44,10 +44,7 @@ class DetectorError(Exception):
 COMBINERS = ("mean", "stacking")
 
 
-def _known_combiner(name: str) -> str:
-    if name not in COMBINERS:
-        raise ValueError(f"unknown combiner {name!r}; known: {', '.join(COMBINERS)}")
-    return name
+_known_combiner = one_of(COMBINERS, "combiner")
 
 
 @dataclass(frozen=True)

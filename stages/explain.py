@@ -29,7 +29,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from deepfake_detect.stages.classify import group_inputs
+from deepfake_detect.stages.classify import group_inputs, input_of_groups
 from deepfake_detect.stages.ensemble import EnsembleDetector
 
 
@@ -98,6 +98,7 @@ class Explainer:
         self.batch_size = batch_size
         self.member_names = list(model.config.members)
         self.weights = member_weights(model)
+        self.groups = input_of_groups(model.config)
 
     def explain(self, crops: np.ndarray, group_crops: Sequence[np.ndarray] | None = None,
                 to_primary: Sequence[np.ndarray | None] | None = None) -> Explanation:
@@ -107,12 +108,11 @@ class Explainer:
         where the group's crops are `crops`)."""
         n, size = len(crops), (crops.shape[1] if crops.ndim == 4 else self.model.config.input_size)
         members = np.zeros((n, len(self.member_names), size, size), np.float32)
-        cfg = self.model.config
         groups = list(group_crops) if group_crops is not None else [crops]
         warps = list(to_primary) if to_primary is not None else [None] * len(groups)
         for start in range(0, n, self.batch_size):
             stop = min(n, start + self.batch_size)
-            xs = group_inputs([g[start:stop] for g in groups], cfg, self.device)
+            xs = group_inputs([g[start:stop] for g in groups], self.groups, self.device)
             for j, name in enumerate(self.member_names):
                 g = self.model.group_of_member[j]
                 cam = self._member_cam(self.model.members[name], xs[g])

@@ -52,9 +52,9 @@ def export_detector(detector: nn.Module, input_size: int | None = None) -> bytes
     """The whole ensemble (members, combiner, calibration) as an ONNX file's bytes: normalised images
     (N, 3, S, S) in, one input per input group ("images", or "images_0", "images_1", ... for a
     combined detector), and (probability (N,), member probabilities (N, M)) out."""
-    groups = detector.config.input_groups()   # type: ignore[union-attr,operator]
-    sizes = [input_size or member_input.input_size for member_input, _ in groups] if len(groups) == 1 else \
-        [member_input.input_size for member_input, _ in groups]
+    sizes = [member_input.input_size for member_input, _ in detector.config.input_groups()]  # type: ignore[union-attr,operator]
+    if input_size is not None and len(sizes) == 1:
+        sizes = [input_size]
     examples = tuple(torch.zeros(2, 3, size, size) for size in sizes)
     names = ["images"] if len(examples) == 1 else [f"images_{k}" for k in range(len(examples))]
     return export_module(_MemberLogits(detector), examples, ["probability", "member_probabilities"], {0: "n"}, names)

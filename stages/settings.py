@@ -17,6 +17,16 @@ class ConfigError(ValueError):
     """A configuration file or override is wrong; message is for the user."""
 
 
+def one_of(choices: typing.Iterable[str], what: str) -> typing.Callable[[str], str]:
+    """The check of a setting that names one of `choices` (a registry's keys, a tuple of names): the
+    name itself, or ValueError listing the known ones."""
+    def check(name: str) -> str:
+        if name not in choices:
+            raise ValueError(f"unknown {what} {name!r}; known: {', '.join(choices)}")
+        return name
+    return check
+
+
 def _unknown_keys(cls: type, data: Any, where: str) -> None:
     """Refuse keys a settings dataclass does not have (pydantic ignores them on plain dataclasses)."""
     if not isinstance(data, dict):

@@ -154,7 +154,7 @@ def _other_cuts(explainer: Explainer, pairs: list[tuple[np.ndarray, FaceScore]],
     """A combined detector's members that cut their own crops: those crops per input group, and for each
     face the affine map from that group's crop to the primary crop (through the frame), so every member's
     map lands on the face where the others' do. (None, None) for every other detector."""
-    cuts = [member_input.cut for member_input, _ in explainer.model.config.input_groups()]
+    cuts = [member_input.cut for member_input in explainer.groups]
     if len(cuts) == 1:
         return None, None
     group_crops: list[np.ndarray] = []

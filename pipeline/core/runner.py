@@ -165,6 +165,8 @@ class Analyzer:
             crop_size=detect.crop_size or self.detector_config.input_size,
             crop_policy=detect.crop_policy or self.detector_config.crop_policy)
         self.face_detector = create_face_detector(detect, self.device, sessions=nets)
+        # each input group's crop cut (one for every detector but a combined one), fixed with the detector
+        self.input_cuts = [member_input.cut for member_input, _ in self.detector_config.input_groups()]
         threshold = config.aggregate.threshold
         self.aggregate_settings = dataclasses.replace(
             config.aggregate, threshold=self.detector_config.threshold if threshold is None else threshold)
@@ -345,7 +347,7 @@ class Analyzer:
     def group_crops(self, frames: np.ndarray, faces: list[list[Face]], crops: np.ndarray) -> np.ndarray | list[np.ndarray]:
         """The crops each input group of the detector takes: `crops` (cut as the face detector's settings
         say) for every detector but a combined one, whose other groups cut their own."""
-        cuts = [member_input.cut for member_input, _ in self.detector_config.input_groups()]
+        cuts = self.input_cuts
         if len(cuts) == 1:
             return crops
         primary = (self.face_detector.crop_policy, self.face_detector.crop_margin, self.face_detector.crop_size)
