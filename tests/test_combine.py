@@ -3,6 +3,7 @@ normalisation and calibration."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -88,3 +89,62 @@ def test_a_map_carried_between_two_cuts_lands_on_the_same_face_point():
         gx, gy = in_crop(dfdc, x, y)
         px, py = warp @ np.array([gx, gy, 1.0])
         assert (px, py) == pytest.approx(in_crop(square, x, y), abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def fit_data(tmp_path_factory):
+    """real/: 4 photos of the sample face (positions, sizes, tints); fake/: 3 self-blends of it."""
+    from test_training import _face_box, _frame, _write
+
+    from deepfake_detect.training.self_blend import self_blend
+
+    root = tmp_path_factory.mktemp("fit_data")
+    for k, (size, t, tint) in enumerate((((320, 240), 0.1, (1.0, 1.0, 1.0)), ((288, 288), 0.35, (1.15, 0.95, 0.85)),
+                                         ((360, 240), 0.6, (0.8, 0.9, 1.1)), ((256, 320), 0.85, (0.9, 1.1, 0.9)))):
+        _write(root / "real" / f"person{k}.png", _frame(size, t, tint))
+    rng = np.random.default_rng(3)
+    for k, t in enumerate((0.2, 0.5, 0.75)):
+        frame = _frame((320, 240), t, (1.0, 1.0, 1.0))
+        _write(root / "fake" / f"swap{k}.png", self_blend(frame, _face_box(320, 240, t), None, rng)[0])
+    return root
+
+
+def test_combine_fits_its_operating_point_on_data_no_member_trained_on(folders, fit_data, tmp_path):
+    ours, icpr, _ = folders
+    trained_here = tmp_path / "ours"   # a detector trained here, with the split of its run: it trained on person0
+    shutil.copytree(ours, trained_here)
+    (trained_here / "split.json").write_text(json.dumps({"train": ["real/person0"], "holdout": ["real/person1"]}))
+    out = tmp_path / "fitted"
+    result = CliRunner().invoke(main, ["detectors", "combine", str(trained_here), str(icpr), "--out", str(out),
+                                       "--fit", str(fit_data), "--frames", "2"])
+    assert result.exit_code == 0, result.output
+    assert "6 of 7 items" in result.output and "1 left out" in result.output
+    config = json.loads((out / "detector.json").read_text())
+    fit = config["training"]["combiner"]
+    assert (fit["real_items"], fit["fake_items"]) == (3, 3) and fit["faces"] >= 6
+    assert config["provenance"]["operating_point"].startswith(f"fitted on {fit['faces']} faces of 3 real and 3 fake")
+    assert config["combiner"] == fit["chosen"] and config["threshold"] == fit["threshold"]
+    # the fitted detector reproduces the fit's own scores: analyse the fitting data with it
+    evaluated = CliRunner().invoke(main, ["evaluate", str(fit_data), "--weights", str(out), "--frames", "2",
+                                          "--out", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    rows = [r for r in json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_item"]
+            if r["path"] != "real/person0.png"]
+    from deepfake_detect.training.metrics import binary_metrics
+
+    scores = np.array([f["score"] for r in rows for f in r["faces"]])
+    labels = np.array([r["label"] for r in rows for f in r["faces"]])
+    assert binary_metrics(labels, scores, fit["threshold"])["roc_auc"] == pytest.approx(
+        fit["holdout_metrics"]["roc_auc"], abs=1e-3)
+    info = CliRunner().invoke(main, ["info", "--weights", str(out)])
+    assert "fitted on" in info.output and "not fitted" not in info.output
+
+
+def test_combine_refuses_fit_data_without_both_labels(folders, fit_data, tmp_path):
+    ours, icpr, _ = folders
+    only_real = tmp_path / "only_real"
+    shutil.copytree(fit_data / "real", only_real / "real")
+    result = CliRunner().invoke(main, ["detectors", "combine", str(ours), str(icpr), "--out", str(tmp_path / "x"),
+                                       "--fit", str(only_real)])
+    assert result.exit_code == 2 and "real and fake items" in result.output
+    assert not (tmp_path / "x").exists()   # refused before anything was written or loaded

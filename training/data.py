@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detect.stages.crop import REGIONS, crop_face, crop_region, crop_square
+from deepfake_detect.stages.crop import REGIONS, crop_face, crop_region, crop_square, square_crop_box
 from deepfake_detect.stages.decode import IMAGE_SUFFIXES, MEDIA_SUFFIXES, DecodeLimits, MediaError, Sampling, open_media
 from deepfake_detect.stages.detect import Face, FaceDetector
 
@@ -150,13 +150,13 @@ def _content_digest(path: Path) -> str:
 @functools.cache  # the source does not change while a process lasts: read it once
 def extraction_digest() -> str:
     """What a cached face set was made with, derived from the code that makes it: frame sampling,
-    the context crop's geometry (stages/crop.py) and the extraction itself. Any change there makes
-    new entries instead of reusing stale ones (the hand-kept version number this replaces was easy
-    to forget)."""
-    from deepfake_detect.stages import crop
-
-    parts = [inspect.getsource(crop), *(inspect.getsource(f) for f in (_context, _read_frames, extract_faces)),
-             f"{CONTEXT_MARGIN}|{CONTEXT_SIZE}"]
+    the context crop's geometry and the extraction itself. Any change there makes new entries
+    instead of reusing stale ones (the hand-kept version number this replaces was easy to forget).
+    Only the crop functions extraction calls count: hashing all of stages/crop.py threw away an
+    hour of extracted faces when an unrelated crop policy was added beside them."""
+    used = (square_crop_box, crop_square, crop_face, crop_region, _context, _read_frames, extract_faces)
+    parts = [*(inspect.getsource(f) for f in used),
+             f"{REGIONS}|{CONTEXT_MARGIN}|{CONTEXT_SIZE}"]
     return hashlib.sha1("".join(parts).encode()).hexdigest()[:16]
 
 

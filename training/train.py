@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +31,10 @@ from deepfake_detect.stages.detect import DetectSettings, create_face_detector
 from deepfake_detect.stages.ensemble import MEMBER_REGISTRY, DetectorConfig, EnsembleDetector, create_member, save_detector
 from deepfake_detect.training.augment import build_train_transform
 from deepfake_detect.training.cached import LateBlocks, RealBalance, early_features, lr_schedule, train_late_blocks
-from deepfake_detect.training.calibrate import apply_calibration, fit_calibration
 from deepfake_detect.training.data import SPLIT_FILE, FaceSet, MediaItem, extract_all, read_dataset, save_split, split_by_identity
 from deepfake_detect.training.distill import distill_backbone
-from deepfake_detect.training.metrics import best_threshold, binary_metrics, sharpness_by_label
+from deepfake_detect.training.metrics import binary_metrics, sharpness_by_label
+from deepfake_detect.training.operating_point import fit_operating_point
 from deepfake_detect.training.recipe import (
     MEAN,
     STD,
@@ -148,18 +148,6 @@ def _train_cached(member: EfficientNet, recipe: MemberRecipe, train_sets: list[t
                                            patience=cfg.patience, freeze_bn=recipe.init != "scratch",
                                            soft_targets=soft_targets, soft_weight=soft_weight)
     return result
-
-
-def _stacking_cv(logits: np.ndarray, labels: np.ndarray, seed: int, folds: int = 5) -> tuple[float, float]:
-    """Out-of-fold AUC of the stacking layer vs the plain mean, on held-out identities."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
-    oof = np.zeros(len(labels))
-    for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(logits, labels):
-        oof[test_idx] = LogisticRegression().fit(logits[train_idx], labels[train_idx]).predict_proba(logits[test_idx])[:, 1]
-    mean_prob = expit(logits).mean(axis=1)
-    return binary_metrics(labels, oof, 0.5)["roc_auc"], binary_metrics(labels, mean_prob, 0.5)["roc_auc"]
 
 
 def prepare_faces(cfg: TrainConfig, cache_dir: Path, log: Log) -> tuple[list[MediaItem], dict[Path, FaceSet]]:
@@ -336,24 +324,7 @@ def assemble_detector(members: dict[str, nn.Module], architectures: dict[str, di
         ensemble.members[name].load_state_dict(member.state_dict())
     # scored as analyze will score them: with the detector's detail ceiling
     logits = np.stack([member_logits(m, val[0], detail_size=cfg.detail_size) for m in members.values()], axis=1)
-    stack_auc, mean_auc = _stacking_cv(logits, val[1], cfg.seed)
-    combiner: Literal["mean", "stacking"] = "stacking" if stack_auc > mean_auc + 0.005 else "mean"  # a tie keeps the simpler mean
-    if combiner == "stacking":
-        from sklearn.linear_model import LogisticRegression
-
-        lr = LogisticRegression().fit(logits, val[1])
-        ensemble.stacker.weight.data = torch.tensor(lr.coef_, dtype=torch.float32)
-        ensemble.stacker.bias.data = torch.tensor(lr.intercept_, dtype=torch.float32)
-    ensemble.config.combiner = combiner
-    with torch.no_grad():
-        raw = ensemble.combine(torch.from_numpy(logits), calibrated=False).numpy()
-    ensemble.config.calibration = fit_calibration(raw, val[1])
-    probs = apply_calibration(raw, ensemble.config.calibration)
-    ensemble.config.threshold = float(round(best_threshold(val[1], probs), 4))
-    return ensemble, {"chosen": combiner, "holdout_auc_stacking_cv": stack_auc, "holdout_auc_mean": mean_auc,
-                      "threshold": ensemble.config.threshold, "calibration": ensemble.config.calibration,
-                      "holdout_ece_uncalibrated": binary_metrics(val[1], raw, 0.5)["ece"],
-                      "holdout_metrics": binary_metrics(val[1], probs, ensemble.config.threshold)}
+    return ensemble, fit_operating_point(ensemble, logits, val[1], cfg.seed)
 
 
 def train(cfg: TrainConfig, cache_dir: Path = Path(".cache/faces"), log: Log = print) -> Path:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from deepfake_detect.pipeline.cli.common import config_from_options, make_analyzer
 from deepfake_detect.pipeline.core.errors import CommandError
 
 # the formats of training/published (listed here so that --help needs no torch)
@@ -49,18 +50,57 @@ def import_command(format_name: str, checkpoints: tuple[str, ...], out_dir: str)
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Detector folder to write; use it with --weights.")
-def combine_command(folders: tuple[str, ...], out_dir: str) -> None:
+@click.option("--fit", "fit_data", type=click.Path(exists=True),
+              help="Labelled data (a manifest TSV, or a folder with real/ and fake/) to fit the operating point on.")
+@click.option("--split", "splits", multiple=True, help="Manifest split(s) of --fit to use (default: all).")
+@click.option("--frames", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Frames analysed per video of --fit.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the combiner's cross-validation.")
+def combine_command(folders: tuple[str, ...], out_dir: str, fit_data: str | None, splits: tuple[str, ...],
+                    frames: int, seed: int) -> None:
     """One ensemble of the members of FOLDERS (detectors trained here or imported), each member keeping its
-    own crop cut, normalisation and calibration. Its operating point is the mean of the members' calibrated
-    probabilities with threshold 0.5, not fitted on data."""
+    own crop cut, normalisation and calibration.
+
+    Without --fit, its operating point is the mean of the members' calibrated probabilities with threshold
+    0.5, not fitted on data. With --fit DATA, every item of DATA is analysed as `analyze` would (each
+    member's own cut), and the combiner (mean or stacking), calibration and threshold are fitted on those
+    faces. Items of people a member trained here trained on (its split.json) are left out; what an imported
+    member's authors trained on is not known here, so do not fit on their training data.
+    """
     from deepfake_detect.stages.ensemble import DetectorError
-    from deepfake_detect.training.combine import combine_detectors
+    from deepfake_detect.training.combine import combine_detectors, fit_combined, untrained_items
+    from deepfake_detect.training.evaluate import data_root, score_items, select_items
 
     out = Path(out_dir)
     if (out / "detector.json").exists():
         raise CommandError(f"{out} already holds a detector; choose another --out")
+    sources = [Path(f) for f in folders]
+    items = []
+    if fit_data:   # read and checked before any model loads
+        try:
+            chosen = select_items(fit_data, list(splits) or None, None)
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        items = untrained_items(chosen, sources)
+        click.echo(f"fit data: {len(items)} of {len(chosen)} items of {fit_data} "
+                   f"({len(chosen) - len(items)} left out: people a member trained on)")
+        if not {0, 1} <= {item.label for item in items}:
+            raise CommandError("--fit needs real and fake items that no member trained on")
     try:
-        folder = combine_detectors([Path(f) for f in folders], out)
+        folder = combine_detectors(sources, out)
     except DetectorError as exc:
         raise CommandError(str(exc)) from None
+    if fit_data:
+        analyzer = make_analyzer(config_from_options(config_file=None, sets=(), frames=frames, fps=None, every=None,
+                                                         threshold=None, device=None, weights=str(folder), batch_size=None))
+        rows = score_items(analyzer, items, log=click.echo, root=data_root(fit_data))
+        described = f"{Path(fit_data).name}{' split ' + '+'.join(splits) if splits else ''}, {frames} frames per video"
+        try:
+            report = fit_combined(folder, rows, described, seed)
+        except DetectorError as exc:
+            raise CommandError(f"{exc}; {folder} keeps the unfitted mean") from None
+        auc = report["holdout_metrics"]["roc_auc"]
+        click.echo(f"fitted on {report['faces']} faces of {report['real_items']} real and {report['fake_items']} fake "
+                   f"items: combiner {report['chosen']}, threshold {report['threshold']}, face AUC {auc:.3f} "
+                   "(on the faces it was fitted on: not a measure of accuracy)")
     click.echo(f"combined {len(folders)} detectors into {folder}: run it with --weights {folder}")
