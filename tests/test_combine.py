@@ -114,6 +114,11 @@ def test_combine_fits_its_operating_point_on_data_no_member_trained_on(folders, 
     trained_here = tmp_path / "ours"   # a detector trained here, with the split of its run: it trained on person0
     shutil.copytree(ours, trained_here)
     (trained_here / "split.json").write_text(json.dumps({"train": ["real/person0"], "holdout": ["real/person1"]}))
+    config = json.loads((trained_here / "detector.json").read_text())
+    (trained_here / "detector.json").write_text(json.dumps({**config, "combiner": "stacking"}))
+    # a stacking detector's members have no calibration of their own: they join only an ensemble fitted on data
+    unfitted = CliRunner().invoke(main, ["detectors", "combine", str(trained_here), str(icpr), "--out", str(tmp_path / "u")])
+    assert unfitted.exit_code == 2 and "--fit" in unfitted.output
     out = tmp_path / "fitted"
     result = CliRunner().invoke(main, ["detectors", "combine", str(trained_here), str(icpr), "--out", str(out),
                                        "--fit", str(fit_data), "--frames", "2"])

@@ -33,8 +33,10 @@ from deepfake_detect.training.operating_point import fit_operating_point
 NOT_FITTED = "operating point not fitted: the mean of its members' calibrated probabilities, threshold 0.5"
 
 
-def combine_detectors(folders: list[Path], out: Path) -> Path:
-    """The members of the detectors in `folders` as one detector in `out`; returns `out`."""
+def combine_detectors(folders: list[Path], out: Path, will_fit: bool = False) -> Path:
+    """The members of the detectors in `folders` as one detector in `out`; returns `out`. A stacking
+    detector's members have no calibration of their own (its calibration is of the stacked logit), so
+    they can only join an ensemble whose operating point is then fitted on data (`will_fit`)."""
     if len(folders) < 2:
         raise DetectorError("combine needs two detector folders or more")
     members: list[str] = []
@@ -47,9 +49,9 @@ def combine_detectors(folders: list[Path], out: Path) -> Path:
         config = load_verified_config(folder)
         if not config.trained:
             raise DetectorError(f"{folder}: not a trained detector")
-        if config.combiner != "mean":
+        if config.combiner != "mean" and not will_fit:
             raise DetectorError(f"{folder}: combiner {config.combiner}: only members of a mean ensemble keep their "
-                                "meaning alone")
+                                "meaning alone; fit the combined detector on data (--fit)")
         state = load_file(str(folder / WEIGHTS_FILE))
         for name in config.members:
             new = name if name not in architectures else f"{name}_{len(members) + 1}"
@@ -57,7 +59,7 @@ def combine_detectors(folders: list[Path], out: Path) -> Path:
             architectures[new] = dict(config.architectures[name])
             member_input = asdict(config.member_input(name))
             inputs[new] = {key: member_input[key] for key in INPUT_FIELDS}
-            own = config.member_calibration.get(name) or config.calibration
+            own = config.member_calibration.get(name) or (config.calibration if config.combiner == "mean" else {})
             if own:
                 calibration[new] = dict(own)
             prefix = f"members.{name}."

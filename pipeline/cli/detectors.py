@@ -87,7 +87,7 @@ def combine_command(folders: tuple[str, ...], out_dir: str, fit_data: str | None
         if not {0, 1} <= {item.label for item in items}:
             raise CommandError("--fit needs real and fake items that no member trained on")
     try:
-        folder = combine_detectors(sources, out)
+        folder = combine_detectors(sources, out, will_fit=bool(fit_data))
     except DetectorError as exc:
         raise CommandError(str(exc)) from None
     if fit_data:
