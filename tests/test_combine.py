@@ -124,6 +124,7 @@ def test_combine_fits_its_operating_point_on_data_no_member_trained_on(folders, 
                                        "--fit", str(fit_data), "--frames", "2"])
     assert result.exit_code == 0, result.output
     assert "6 of 7 items" in result.output and "1 left out" in result.output
+    assert "warning: fitted on fewer than 20 real or fake items" in result.stderr
     config = json.loads((out / "detector.json").read_text())
     fit = config["training"]["combiner"]
     assert (fit["real_items"], fit["fake_items"]) == (3, 3) and fit["faces"] >= 6

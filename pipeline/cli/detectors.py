@@ -10,6 +10,7 @@ from deepfake_detect.pipeline.core.errors import CommandError
 
 # the formats of training/published (listed here so that --help needs no torch)
 FORMATS = ("icpr2020", "sbi", "dfdc-winner", "resnext-lstm")
+FEW_ITEMS = 20   # items of a class below which a fitted operating point is a warning (README, detectors combine)
 
 
 @click.group()
@@ -100,6 +101,9 @@ def combine_command(folders: tuple[str, ...], out_dir: str, fit_data: str | None
         except DetectorError as exc:
             raise CommandError(f"{exc}; {folder} keeps the unfitted mean") from None
         auc = report["holdout_metrics"]["roc_auc"]
+        if min(report["real_items"], report["fake_items"]) < FEW_ITEMS:
+            click.echo(f"warning: fitted on fewer than {FEW_ITEMS} real or fake items; such a fit measured worse on dev "
+                       "than either detector alone (README, detectors combine)", err=True)
         click.echo(f"fitted on {report['faces']} faces of {report['real_items']} real and {report['fake_items']} fake "
                    f"items: combiner {report['chosen']}, threshold {report['threshold']}, face AUC {auc:.3f} "
                    "(on the faces it was fitted on: not a measure of accuracy)")
