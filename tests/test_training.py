@@ -220,6 +220,31 @@ def test_a_detector_that_keeps_other_faces_does_not_reuse_the_cache(trained):
         extract_all(items, stub, trained.cache, FRAMES, progress=False)
 
 
+def test_the_face_cache_key_follows_the_extraction_code_and_nothing_else(monkeypatch):
+    import inspect
+
+    from deepfake_detect.stages import crop
+    from deepfake_detect.training import data
+
+    def digest() -> str:
+        data.extraction_digest.cache_clear()
+        return data.extraction_digest()
+
+    before = digest()
+    try:
+        # stages/crop.py changed elsewhere (another crop policy beside the extraction's functions):
+        # every cached face is kept
+        source = inspect.getsource
+        monkeypatch.setattr(inspect, "getsource", lambda obj: source(obj) + ("\n# a new policy" if obj is crop else ""))
+        assert digest() == before
+        # a changed cut of the context crop makes new entries
+        monkeypatch.setattr(data, "crop_face", lambda frame, box, margin, size: frame)
+        assert digest() != before
+    finally:
+        monkeypatch.undo()
+        assert digest() == before
+
+
 def test_analyze_uses_the_trained_detector(trained, dataset, tmp_path):
     clip = dataset / "real" / "clip.mp4"
     # one input with --out: the annotated video and Grad-CAM keyframes are rendered too
