@@ -422,6 +422,15 @@ def test_load_train_config_parses_members_and_phases(tmp_path):
     assert eff.frozen_blocks == MemberRecipe().frozen_blocks
 
 
+def test_every_recipe_in_configs_loads_with_the_two_members_of_the_design():
+    # a user runs these files as they are: a key renamed in TrainConfig must not leave one unloadable
+    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").glob("train*.yaml"))
+    assert len(recipes) >= 2
+    for recipe in recipes:
+        cfg = load_train_config(recipe)
+        assert list(cfg.members) == ["mobilenetv2_100", "tf_efficientnetv2_b0"], recipe.name
+
+
 def test_load_train_config_rejects_unknown_keys_and_bad_values(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("data: x\nepochs: 3\n")
