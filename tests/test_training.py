@@ -25,7 +25,7 @@ from deepfake_detect.pipeline.cli import main
 from deepfake_detect.pipeline.core.samples import make_sample_video, render_sample_frame
 from deepfake_detect.stages.classify import CropClassifier
 from deepfake_detect.stages.detect import DetectSettings
-from deepfake_detect.stages.ensemble import load_detector
+from deepfake_detect.stages.ensemble import MEMBER_REGISTRY, load_detector
 from deepfake_detect.training.cached import build_sbi_set
 from deepfake_detect.training.data import FaceSet, extract_all, read_dataset, split_by_identity
 from deepfake_detect.training.evaluate import fake_original_pairs, shown_path
@@ -428,7 +428,30 @@ def test_every_recipe_in_configs_loads_with_the_two_members_of_the_design():
     assert len(recipes) >= 2
     for recipe in recipes:
         cfg = load_train_config(recipe)
-        assert list(cfg.members) == ["mobilenetv2_100", "tf_efficientnetv2_b0"], recipe.name
+        assert list(cfg.members)[:2] == ["mobilenetv2_100", "tf_efficientnetv2_b0"], recipe.name
+        assert set(cfg.members) <= set(MEMBER_REGISTRY), recipe.name  # analyze can build every member
+
+
+def test_a_recipe_with_a_base_changes_only_what_it_says(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "data: base/data\nout: runs/base\ninput_size: 96\nseed: 3\n"
+        "members:\n"
+        "  mobilenetv2_100: {init: scratch, frozen_blocks: 2}\n"
+        "  tf_efficientnetv2_b0: {init: distill}\n")
+    (tmp_path / "variant.yaml").write_text(
+        "base: base.yaml\nout: runs/variant\n"
+        "members:\n"
+        "  tf_efficientnetv2_b0: {init: scratch}\n"
+        "  tf_efficientnet_lite2: {init: scratch, frozen_blocks: 4}\n")
+    base, variant = load_train_config(tmp_path / "base.yaml"), load_train_config(tmp_path / "variant.yaml")
+    assert variant.out == "runs/variant" and variant.data == "base/data" and variant.input_size == 96
+    assert list(variant.members) == ["mobilenetv2_100", "tf_efficientnetv2_b0", "tf_efficientnet_lite2"]
+    assert variant.members["mobilenetv2_100"] == base.members["mobilenetv2_100"]   # kept from the base
+    assert variant.members["tf_efficientnetv2_b0"].init == "scratch"                # replaced by name
+    assert variant.members["tf_efficientnet_lite2"].frozen_blocks == 4             # added
+    (tmp_path / "base.yaml").write_text("base: variant.yaml\ndata: x\n")
+    with pytest.raises(ValueError, match="its own base"):
+        load_train_config(tmp_path / "variant.yaml")
 
 
 def test_load_train_config_rejects_unknown_keys_and_bad_values(tmp_path):

@@ -125,8 +125,31 @@ def ensemble_member_name(name: str, replica: TrainConfig, replicas: int) -> str:
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     """configs/train.yaml -> TrainConfig, every value checked (type, range, choices) by the same
     loader as the analysis settings; `overrides` are top-level keys (e.g. out, data)."""
-    from deepfake_detect.stages.settings import load_settings, read_yaml
+    from deepfake_detect.stages.settings import load_settings
 
-    data = read_yaml(Path(path))
+    data = read_recipe(Path(path))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return load_settings(TrainConfig, data, "training setting")
+
+
+def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's settings. `base: OTHER.yaml` (relative to this file) starts from another recipe,
+    so a variant says only what it changes instead of being a near-copy that drifts: top-level keys
+    replace the base's, and `members` entries replace or add members by name."""
+    from deepfake_detect.stages.settings import ConfigError, read_yaml
+
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"recipe {path} is its own base")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"recipe {path}: base must be a file name, got {base!r}")
+    merged = read_recipe(path.parent / base, (*seen, path))
+    members = {**(merged.get("members") or {}), **(data.pop("members", None) or {})}
+    merged.update(data)
+    if members:
+        merged["members"] = members
+    return merged
