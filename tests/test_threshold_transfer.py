@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from deepfake_detect.training.threshold_transfer import leave_one_source_out, rate_threshold, transfer_report
+from deepfake_detect.training.false_alarm_threshold import rate_threshold
+from deepfake_detect.training.threshold_transfer import leave_one_source_out, transfer_report
 
 
 def test_rate_threshold_is_the_lowest_with_at_most_the_rate_at_or_above():

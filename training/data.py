@@ -74,13 +74,27 @@ def read_manifest(tsv: str | Path) -> list[MediaItem]:
 def read_folder_dataset(root: str | Path) -> list[MediaItem]:
     """`root/real/**` and `root/fake/**` media files; each file is its own identity."""
     root = Path(root)
+    return _media_items(root / "real", 0, "real") + _media_items(root / "fake", 1, "fake")
+
+
+def _media_items(folder: Path, label: int, label_name: str) -> list[MediaItem]:
     items = []
-    for label_name, label in (("real", 0), ("fake", 1)):
-        for path in sorted((root / label_name).rglob("*")):
-            if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES:
-                kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
-                items.append(MediaItem(path, label, f"{label_name}/{path.stem}", "", kind, label_name))
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES:
+            kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
+            items.append(MediaItem(path, label, f"{label_name}/{path.stem}", "", kind, label_name))
     return items
+
+
+def read_real_items(source: str | Path) -> list[MediaItem]:
+    """The real items of a manifest or of a real/ fake/ folder; a plain folder's media files are all real."""
+    source = Path(source)
+    labelled = source.is_file() or any((source / name).exists() for name in ("MANIFEST.tsv", "real", "fake"))
+    if not labelled:
+        if not source.is_dir():
+            raise FileNotFoundError(f"{source}: no such file or folder")
+        return _media_items(source, 0, "real")
+    return [item for item in read_dataset(source) if item.label == 0]
 
 
 def read_dataset(source: str | Path) -> list[MediaItem]:

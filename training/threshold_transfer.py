@@ -15,16 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfake_detect.training.false_alarm_threshold import rate_threshold
+
 TARGET_RATE = 0.15   # issue 25's target: real items flagged fake <= 15 %
-
-
-def rate_threshold(real_scores: np.ndarray, rate: float = TARGET_RATE) -> float:
-    """The lowest threshold with at most `rate` of these real scores at or above it."""
-    ordered = np.sort(np.asarray(real_scores, dtype=float))[::-1]
-    allowed = int(np.floor(rate * len(ordered)))      # reals that may sit at or above it
-    if allowed >= len(ordered):
-        return -np.inf
-    return float(np.nextafter(ordered[allowed], np.inf))   # just above the first real that must stay below
 
 
 def leave_one_source_out(scores: np.ndarray, sources: list[str], rate: float = TARGET_RATE) -> dict:
@@ -52,7 +45,7 @@ def transfer_report(per_item: list[dict], source_of: dict[str, str], own_thresho
     fakes = np.array([r["score"] for r in rows if r["label"] == 1], dtype=float)
     real_scores = np.array([r["score"] for r in reals], dtype=float)
     held_out = leave_one_source_out(real_scores, [source_of[r["path"]] for r in reals])
-    fitted = rate_threshold(real_scores)
+    fitted = rate_threshold(real_scores, TARGET_RATE)
     return {"held_out_false_alarms": held_out, "threshold_on_all_reals": fitted,
             "fakes_flagged_at_it": float(np.mean(fakes >= fitted)) if len(fakes) else None,
             "own_threshold": own_threshold,

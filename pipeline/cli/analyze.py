@@ -229,6 +229,10 @@ def info(weights: str | None, device: str) -> None:
                f"input {cfg.input_size}px" + (f" (detail {cfg.detail_size}px)" if cfg.detail_size else "") +
                f", crop margin {cfg.crop_margin}; trained: {cfg.trained}")
     click.echo(f"  sha256: {cfg.sha256} [{status}]")
+    fit = cfg.training.get("threshold_fit")
+    if fit:   # `detectors threshold`: the user's own reals chose it
+        click.echo(f"  threshold fitted on {fit['real_items']} real items of {fit['data']} at "
+                   f"{100 * fit['false_alarm_rate']:.0f} % false alarms (was {fit['threshold_before']})")
     if cfg.provenance.get("combined"):
         parts = ", ".join(f"{c['name']} {c['version']}" for c in cfg.provenance["combined"])
         click.echo(f"  combined from: {parts}; {cfg.provenance.get('operating_point', '')}")

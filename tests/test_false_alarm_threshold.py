@@ -1,0 +1,58 @@
+"""`detectors threshold`: a detector's threshold fitted on real material at a chosen false-alarm rate."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+from click.testing import CliRunner
+
+from deepfake_detect.pipeline.cli import main
+from deepfake_detect.stages.ensemble import load_detector
+from deepfake_detect.training.false_alarm_threshold import fit_threshold_on_reals
+
+
+def test_only_the_threshold_changes_and_the_fit_is_recorded(weights_dir, tmp_path):
+    scores = list(np.linspace(0.2, 0.7, 10))
+    fit = fit_threshold_on_reals(weights_dir, tmp_path / "out", scores, 0.2, "my reals")
+    before, after = load_detector(weights_dir), load_detector(tmp_path / "out")   # sha256 checked at load
+    assert after.config.threshold == fit["threshold"]
+    assert 0 < fit["threshold"] - scores[7] < 1e-12     # just above the highest real that must stay below it
+    assert sum(s >= fit["threshold"] for s in scores) == 2 and fit["reals_at_or_above"] == 0.2
+    assert after.config.sha256 == before.config.sha256 and after.config.calibration == before.config.calibration
+    recorded = after.config.training["threshold_fit"]
+    assert recorded["data"] == "my reals" and recorded["real_items"] == 10
+    assert recorded["threshold_before"] == before.config.threshold
+
+
+def test_the_command_fits_on_a_folder_of_reals_and_leaves_it_untouched(weights_dir, clips, tmp_path):
+    reals = tmp_path / "my reals"
+    reals.mkdir()
+    for name in ("one", "photo", "none"):
+        shutil.copy2(clips[name], reals / clips[name].name)
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in reals.iterdir()}
+    result = CliRunner().invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(reals),
+                                       "--false-alarms", "0.5", "--out", str(tmp_path / "fitted"), "--frames", "4"])
+    assert result.exit_code == 0, result.output
+    assert "1 without a face" in result.output and "fitted on 2 real items" in result.output   # the warning
+    config = json.loads((tmp_path / "fitted" / "detector.json").read_text())
+    assert config["training"]["threshold_fit"]["real_items"] == 2
+    assert config["training"]["threshold_fit"]["reals_at_or_above"] <= 0.5
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in reals.iterdir()} == digest
+    info = CliRunner().invoke(main, ["info", "--weights", str(tmp_path / "fitted")])
+    assert info.exit_code == 0 and "threshold fitted on 2 real items of my reals at 50 % false alarms" in info.output
+
+
+def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    runner = CliRunner()
+    same = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "empty"),
+                                "--out", str(weights_dir)])
+    assert same.exit_code == 2 and "already holds a detector" in same.output
+    empty = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "empty"),
+                                 "--out", str(tmp_path / "x")])
+    assert empty.exit_code == 2 and "no real items" in empty.output and not (tmp_path / "x").exists()
+    rate = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "empty"),
+                                "--false-alarms", "0.9", "--out", str(tmp_path / "x")])
+    assert rate.exit_code == 2 and "false-alarms" in rate.output

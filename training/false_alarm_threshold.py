@@ -1,0 +1,47 @@
+"""A detector's threshold fitted on real material at a chosen false-alarm rate.
+
+Every 0.4 candidate's threshold, fitted on its training holdout, flagged most of the enlarged dev set's
+real items, while a threshold fitted on the reals of other sources held within a few points on the next
+source (docs/THRESHOLD_TRANSFER.md; weights/MODEL_CARD.md). So a user with real material like their own
+can set the threshold on it: the lowest one with at most the chosen share of those reals at or above it.
+Only the threshold changes; members, combiner and calibration stay, and detector.json says what it was
+fitted on. Fakes are not needed and play no part.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_detect.stages.ensemble import load_detector, save_detector
+from deepfake_detect.training.data import SPLIT_FILE
+
+
+def rate_threshold(real_scores: np.ndarray, rate: float) -> float:
+    """The lowest threshold with at most `rate` of these real scores at or above it."""
+    ordered = np.sort(np.asarray(real_scores, dtype=float))[::-1]
+    if not len(ordered):
+        raise ValueError("no real scores to fit a threshold on")
+    allowed = int(np.floor(rate * len(ordered)))      # reals that may sit at or above it
+    if allowed >= len(ordered):
+        return float(ordered[-1])
+    return float(np.nextafter(ordered[allowed], np.inf))   # just above the first real that must stay below
+
+
+def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], rate: float,
+                           described_as: str) -> dict:
+    """Save `source`'s detector into `out` with its threshold fitted on these real item scores (each the
+    score `analyze` reports for one real item); returns what was fitted."""
+    detector = load_detector(source)
+    scores = np.asarray(real_scores, dtype=float)
+    threshold = min(rate_threshold(scores, rate), 1.0)
+    fit = {"data": described_as, "real_items": len(scores), "false_alarm_rate": rate,
+           "reals_at_or_above": float(np.mean(scores >= threshold)),
+           "threshold_before": detector.config.threshold}
+    detector.config.threshold = threshold
+    detector.config.training = {**detector.config.training, "threshold_fit": fit}
+    save_detector(detector, out)
+    if (source / SPLIT_FILE).is_file():   # the people its members trained on stay recorded beside it
+        shutil.copy2(source / SPLIT_FILE, out / SPLIT_FILE)
+    return {**fit, "threshold": threshold}
