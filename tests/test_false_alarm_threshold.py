@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from deepfake_detect.pipeline.cli import main
@@ -35,13 +36,14 @@ def test_the_command_fits_on_a_folder_of_reals_and_leaves_it_untouched(weights_d
     result = CliRunner().invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(reals),
                                        "--false-alarms", "0.5", "--out", str(tmp_path / "fitted"), "--frames", "4"])
     assert result.exit_code == 0, result.output
-    assert "1 without a face" in result.output and "fitted on 2 real items" in result.output   # the warning
+    assert "0 unreadable, 1 without a face" in result.output and "fitted on 2 real items" in result.output   # the warning
     config = json.loads((tmp_path / "fitted" / "detector.json").read_text())
     assert config["training"]["threshold_fit"]["real_items"] == 2
     assert config["training"]["threshold_fit"]["reals_at_or_above"] <= 0.5
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in reals.iterdir()} == digest
     info = CliRunner().invoke(main, ["info", "--weights", str(tmp_path / "fitted")])
-    assert info.exit_code == 0 and "threshold fitted on 2 real items of my reals at 50 % false alarms" in info.output
+    assert info.exit_code == 0
+    assert "threshold fitted on 2 real items of my reals (sampling count 4) at 50 % false alarms" in info.output
 
 
 def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):
@@ -56,3 +58,21 @@ def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):
     rate = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "empty"),
                                 "--false-alarms", "0.9", "--out", str(tmp_path / "x")])
     assert rate.exit_code == 2 and "false-alarms" in rate.output
+    inside = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path),
+                                  "--out", str(tmp_path / "empty" / "fitted")])
+    assert inside.exit_code == 2 and "inside --reals" in inside.output and not (tmp_path / "empty" / "fitted").exists()
+    (tmp_path / "clip.mp4").write_bytes(b"not really")
+    one_file = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "clip.mp4"),
+                                    "--out", str(tmp_path / "x")])
+    assert one_file.exit_code == 2 and "not one media file" in one_file.output
+    (tmp_path / "short.tsv").write_text("path\tsplit\tlabel\nreal/a.mp4\tdev\n")   # its row lacks the label
+    short = runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "short.tsv"),
+                                 "--out", str(tmp_path / "x")])
+    assert short.exit_code == 2 and "line 2 has no label column" in short.output
+    assert "Traceback" not in one_file.output + short.output + inside.output
+
+
+def test_reals_that_all_score_one_cannot_reach_a_rate(weights_dir, tmp_path):
+    with pytest.raises(ValueError, match="10 of 10 real items score 1.0"):
+        fit_threshold_on_reals(weights_dir, tmp_path / "out", [1.0] * 10, 0.1, "saturated")
+    assert not (tmp_path / "out").exists()

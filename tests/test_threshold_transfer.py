@@ -12,6 +12,7 @@ def test_rate_threshold_is_the_lowest_with_at_most_the_rate_at_or_above():
     assert np.mean(scores >= t) <= 0.15
     assert np.mean(scores >= np.nextafter(t, -np.inf) - 1e-9) > 0.15   # any lower one flags more
     assert rate_threshold(np.array([0.3, 0.3, 0.3]), 0.15) > 0.3       # ties: none of them may be flagged
+    assert np.sum(np.arange(100) >= rate_threshold(np.arange(100), 0.29)) == 29   # 0.29 x 100 is 29, not 28
 
 
 def test_held_out_sources_that_score_alike_keep_the_rate_and_shifted_ones_do_not():

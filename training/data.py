@@ -54,19 +54,26 @@ def read_manifest(tsv: str | Path) -> list[MediaItem]:
     """Items of a manifest TSV; relative paths are taken from the manifest's folder."""
     tsv = Path(tsv)
     items = []
-    with open(tsv, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            path = tsv.parent / row["path"]
-            kind = "frames" if path.is_dir() else ("image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")
-            region = (row.get("region") or "").strip()
-            if region not in REGIONS:
-                raise ValueError(f"{tsv}: {row['path']}: unknown region {region!r} (known: left_half, right_half)")
-            original = (row.get("original") or "").strip()
-            items.append(MediaItem(path=path, label=int(row["label"].strip().lower() == "fake"),
-                                   identity=_identity(row), split=row.get("split", ""), kind=kind,
-                                   group=row.get("manipulation") or row.get("label", ""), region=region,
-                                   original=tsv.parent / original if original else None,
-                                   source=(row.get("source_repo") or "").strip()))
+    try:
+        with open(tsv, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{tsv}: not a manifest (a tab-separated text file with columns path, label, ...)") from None
+    for number, row in enumerate(rows, 2):   # line 1 is the header
+        missing = [c for c in ("path", "label") if not isinstance(row.get(c), str)]
+        if missing:
+            raise ValueError(f"{tsv}: line {number} has no {' or '.join(missing)} column")
+        path = tsv.parent / row["path"]
+        kind = "frames" if path.is_dir() else ("image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")
+        region = (row.get("region") or "").strip()
+        if region not in REGIONS:
+            raise ValueError(f"{tsv}: {row['path']}: unknown region {region!r} (known: left_half, right_half)")
+        original = (row.get("original") or "").strip()
+        items.append(MediaItem(path=path, label=int(row["label"].strip().lower() == "fake"),
+                               identity=_identity(row), split=row.get("split") or "", kind=kind,
+                               group=row.get("manipulation") or row.get("label", ""), region=region,
+                               original=tsv.parent / original if original else None,
+                               source=(row.get("source_repo") or "").strip()))
     return items
 
 
@@ -89,7 +96,10 @@ def _media_items(folder: Path, label: int, label_name: str) -> list[MediaItem]:
 def read_real_items(source: str | Path) -> list[MediaItem]:
     """The real items of a manifest or of a real/ fake/ folder; a plain folder's media files are all real."""
     source = Path(source)
-    labelled = source.is_file() or any((source / name).exists() for name in ("MANIFEST.tsv", "real", "fake"))
+    if source.is_file() and source.suffix.lower() in MEDIA_SUFFIXES:
+        raise ValueError(f"{source}: expected a folder of real media or a manifest .tsv, not one media file")
+    labelled = source.is_file() or (source / "MANIFEST.tsv").is_file() or any(
+        (source / name).is_dir() for name in ("real", "fake"))
     if not labelled:
         if not source.is_dir():
             raise FileNotFoundError(f"{source}: no such file or folder")

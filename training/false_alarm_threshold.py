@@ -1,11 +1,11 @@
 """A detector's threshold fitted on real material at a chosen false-alarm rate.
 
 Every 0.4 candidate's threshold, fitted on its training holdout, flagged most of the enlarged dev set's
-real items, while a threshold fitted on the reals of other sources held within a few points on the next
-source (docs/THRESHOLD_TRANSFER.md; weights/MODEL_CARD.md). So a user with real material like their own
-can set the threshold on it: the lowest one with at most the chosen share of those reals at or above it.
-Only the threshold changes; members, combiner and calibration stay, and detector.json says what it was
-fitted on. Fakes are not needed and play no part.
+real items, while a threshold fitted on the reals of other sources, pooled over every source left out in
+turn, flagged close to the rate it was fitted for (docs/THRESHOLD_TRANSFER.md; weights/MODEL_CARD.md).
+So a user with real material like their own can set the threshold on it: the lowest one with at most the
+chosen share of those reals at or above it. Only the threshold changes; members, combiner and calibration
+stay, and detector.json says what it was fitted on. Fakes are not needed and play no part.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def rate_threshold(real_scores: np.ndarray, rate: float) -> float:
     ordered = np.sort(np.asarray(real_scores, dtype=float))[::-1]
     if not len(ordered):
         raise ValueError("no real scores to fit a threshold on")
-    allowed = int(np.floor(rate * len(ordered)))      # reals that may sit at or above it
+    allowed = int(np.floor(rate * len(ordered) + 1e-9))   # reals that may sit at or above it (0.29 x 100 is 29)
     if allowed >= len(ordered):
         return float(ordered[-1])
     return float(np.nextafter(ordered[allowed], np.inf))   # just above the first real that must stay below
@@ -35,7 +35,10 @@ def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], ra
     score `analyze` reports for one real item); returns what was fitted."""
     detector = load_detector(source)
     scores = np.asarray(real_scores, dtype=float)
-    threshold = min(rate_threshold(scores, rate), 1.0)
+    threshold = rate_threshold(scores, rate)
+    if threshold > 1.0:   # more than the rate of these reals score 1.0: no threshold a score can stay below
+        raise ValueError(f"{int(np.sum(scores >= 1.0))} of {len(scores)} real items score 1.0: no threshold keeps "
+                         f"false alarms at {100 * rate:g} %")
     fit = {"data": described_as, "real_items": len(scores), "false_alarm_rate": rate,
            "reals_at_or_above": float(np.mean(scores >= threshold)),
            "threshold_before": detector.config.threshold}

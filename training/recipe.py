@@ -148,7 +148,10 @@ def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"recipe {path}: base must be a file name, got {base!r}")
     merged = read_recipe(path.parent / base, (*seen, path))
-    members = {**(merged.get("members") or {}), **(data.pop("members", None) or {})}
+    own, inherited = data.pop("members", None) or {}, merged.get("members") or {}
+    if not isinstance(own, dict) or not isinstance(inherited, dict):
+        raise ConfigError(f"recipe {path}: members must be a mapping of member name to its recipe, in it and its base")
+    members = {**inherited, **own}
     merged.update(data)
     if members:
         merged["members"] = members

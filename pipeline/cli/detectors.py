@@ -1,4 +1,5 @@
-"""`deepfake-detect detectors import`: a published detector's checkpoint -> a detector folder for --weights."""
+"""`deepfake-detect detectors`: import a published detector's checkpoint, combine detector folders, fit a
+threshold on the user's own reals; each writes a detector folder for --weights."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -129,9 +130,11 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     Every real item is analysed as `analyze` would; the new threshold is the lowest with at most
     --false-alarms of them scored at or above it. Members, combiner and calibration stay. Items of people
     its members trained on (its split.json) are left out. Measured on the enlarged dev set, a threshold
-    fitted this way on some real sources flagged 12-19 % of the next source's reals at a 15 % setting,
-    where the training-holdout threshold flagged 31-58 % (weights/MODEL_CARD.md). It fixes false alarms
-    only: how many fakes it then catches is the detector's ranking, which it does not change.
+    fitted this way on all but one real source, at 15 %, flagged 12-19 % of the left-out sources' reals
+    (pooled over all 12 sources left out in turn; a single small source can fare much worse), where the
+    training-holdout thresholds flagged 31-58 % (weights/MODEL_CARD.md). It fixes false alarms only: how
+    many fakes it then catches is the detector's ranking, which it does not change. Scores within the
+    inconclusive band (0.1) of the threshold get the verdict `inconclusive`, not `fake`.
     """
     from deepfake_detect.stages.ensemble import DetectorError
     from deepfake_detect.training.combine import untrained_items
@@ -142,6 +145,8 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     source, out = Path(folder), Path(out_dir)
     if out.resolve() == source.resolve() or (out / "detector.json").exists():
         raise CommandError(f"{out} already holds a detector; choose another --out")
+    if out.resolve().is_relative_to(Path(reals_data).resolve()):   # inputs are never written to
+        raise CommandError(f"--out {out} is inside --reals {reals_data}; choose a folder outside it")
     try:   # read and checked before any model loads
         chosen = [item for item in read_real_items(reals_data) if not splits or item.split in splits]
     except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -150,21 +155,27 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     if not items:
         raise CommandError(f"{reals_data}: no real items to fit on"
                            f"{' (all of people its members trained on)' if chosen else ''}")
-    analyzer = make_analyzer(config_from_options(config_file=None, sets=(), frames=frames, fps=None, every=None,
-                                                 threshold=None, device=None, weights=folder, batch_size=None))
+    config = config_from_options(config_file=None, sets=(), frames=frames, fps=None, every=None,
+                                 threshold=None, device=None, weights=folder, batch_size=None)
+    analyzer = make_analyzer(config)
     rows = score_items(analyzer, items, log=click.echo, root=data_root(reals_data))
     scores = [row["score"] for row in rows if row["score"] is not None]
+    failed = sum(bool(row["errors"]) and row["score"] is None for row in rows)   # unreadable, not faceless
     if not scores:
-        raise CommandError(f"{reals_data}: no face found in any of its {len(items)} real items")
-    described = f"{Path(reals_data).name}{' split ' + '+'.join(splits) if splits else ''}"
+        raise CommandError(f"{reals_data}: none of its {len(items)} real items gave a score "
+                           f"({failed} could not be read, {len(items) - failed} without a face)")
+    # the threshold holds for the sampling it was fitted under (as `refit` exists for): say which
+    described = (f"{Path(reals_data).name}{' split ' + '+'.join(splits) if splits else ''} "
+                 f"(sampling {config.sampling.mode} {config.sampling.value:g})")
     try:
         fit = fit_threshold_on_reals(source, out, scores, rate, described)
-    except DetectorError as exc:
+    except (DetectorError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     if len(scores) < FEW_ITEMS:
         click.echo(f"warning: fitted on {len(scores)} real items; a rate is only as fine as one item in "
                    f"{len(scores)}", err=True)
     click.echo(f"threshold {fit['threshold']:.4f} (was {fit['threshold_before']:.4f}): "
                f"{100 * fit['reals_at_or_above']:.1f} % of {len(scores)} real items at or above it "
-               f"({len(items) - len(scores)} without a face, {len(chosen) - len(items)} of people it trained on left out); "
+               f"({failed} unreadable, {len(items) - len(scores) - failed} without a face, "
+               f"{len(chosen) - len(items)} of people it trained on left out); "
                f"saved into {out}: run it with --weights {out}")
