@@ -135,7 +135,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
 def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A recipe file's settings. `base: OTHER.yaml` (relative to this file) starts from another recipe,
     so a variant says only what it changes instead of being a near-copy that drifts: top-level keys
-    replace the base's, and `members` entries replace or add members by name."""
+    replace the base's, and `members` entries replace, add or (set to null) leave out members by name."""
     from deepfake_detect.stages.settings import ConfigError, read_yaml
 
     path = path.resolve()
@@ -151,7 +151,8 @@ def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     own, inherited = data.pop("members", None) or {}, merged.get("members") or {}
     if not isinstance(own, dict) or not isinstance(inherited, dict):
         raise ConfigError(f"recipe {path}: members must be a mapping of member name to its recipe, in it and its base")
-    members = {**inherited, **own}
+    # a member set to null is left out: a measurement of one member trains only that one
+    members = {name: recipe for name, recipe in {**inherited, **own}.items() if recipe is not None}
     merged.update(data)
     if members:
         merged["members"] = members
