@@ -131,3 +131,22 @@ def test_too_few_decoded_frames_make_any_verdict_inconclusive():
     half = aggregate([_face(i, 0, 0.99) for i in range(5)], 5, settings, frames_sampled=10)
     assert half.verdict == "fake" and half.downgraded == ""
     assert aggregate([], 2, settings, frames_sampled=10).verdict == "inconclusive"  # even with no face seen
+
+
+def test_a_detector_with_lite2_as_third_member_analyses_with_heatmaps(clips, tmp_path):
+    # candidate H's layout (configs/train-0.4-lite2-member.yaml): three members, stacking, through analyze
+    from click.testing import CliRunner
+
+    from deepfake_detect.pipeline.cli import main
+
+    torch.manual_seed(0)
+    members = ["mobilenetv2_100", "tf_efficientnetv2_b0", "tf_efficientnet_lite2"]
+    folder = save_detector(create_detector(members=members, combiner="stacking", trained=True, version="test"),
+                           tmp_path / "three")
+    result = CliRunner().invoke(main, ["analyze", str(clips["photo"]), "--weights", str(folder),
+                                       "--out", str(tmp_path / "out"), "--render"])
+    assert result.exit_code in (0, 1, 3), result.output
+    report = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert report["model"]["members"] == members and 0 <= report["score"] <= 1
+    assert set(report["tracks"][0]["faces"][0]["member_scores"]) == set(members)
+    assert any(key.startswith("annotated") for key in report["outputs"])

@@ -76,3 +76,4 @@ def test_reals_that_all_score_one_cannot_reach_a_rate(weights_dir, tmp_path):
     with pytest.raises(ValueError, match="10 of 10 real items score 1.0"):
         fit_threshold_on_reals(weights_dir, tmp_path / "out", [1.0] * 10, 0.1, "saturated")
     assert not (tmp_path / "out").exists()
+
