@@ -259,8 +259,14 @@ def save_detector(model: EnsembleDetector, folder: str | Path) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": str(FORMAT_VERSION)})
     model.config.sha256 = file_sha256(folder / WEIGHTS_FILE)
-    config = {"format": FORMAT_VERSION, **asdict(model.config)}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return write_detector_config(model.config, folder)
+
+
+def write_detector_config(config: DetectorConfig, folder: str | Path) -> Path:
+    """Write detector.json, the one place that does. Alone, it changes what a saved detector says about
+    itself (its threshold, say) beside tensors that stay as they are: `config.sha256` must match them."""
+    folder = Path(folder)
+    (folder / CONFIG_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **asdict(config)}, indent=2) + "\n")
     return folder
 
 

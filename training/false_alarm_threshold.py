@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detect.stages.ensemble import load_detector, save_detector
+from deepfake_detect.stages.ensemble import WEIGHTS_FILE, load_verified_config, write_detector_config
 from deepfake_detect.training.data import SPLIT_FILE
 
 
@@ -33,7 +33,7 @@ def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], ra
                            described_as: str) -> dict:
     """Save `source`'s detector into `out` with its threshold fitted on these real item scores (each the
     score `analyze` reports for one real item); returns what was fitted."""
-    detector = load_detector(source)
+    config = load_verified_config(source)   # tensors checked against their sha256; they are copied, not loaded
     scores = np.asarray(real_scores, dtype=float)
     threshold = rate_threshold(scores, rate)
     if threshold > 1.0:   # more than the rate of these reals score 1.0: no threshold a score can stay below
@@ -41,10 +41,12 @@ def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], ra
                          f"false alarms at {100 * rate:g} %")
     fit = {"data": described_as, "real_items": len(scores), "false_alarm_rate": rate,
            "reals_at_or_above": float(np.mean(scores >= threshold)),
-           "threshold_before": detector.config.threshold}
-    detector.config.threshold = threshold
-    detector.config.training = {**detector.config.training, "threshold_fit": fit}
-    save_detector(detector, out)
+           "threshold_before": config.threshold}
+    config.threshold = threshold
+    config.training = {**config.training, "threshold_fit": fit}
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    write_detector_config(config, out)
     if (source / SPLIT_FILE).is_file():   # the people its members trained on stay recorded beside it
         shutil.copy2(source / SPLIT_FILE, out / SPLIT_FILE)
     return {**fit, "threshold": threshold}
