@@ -46,6 +46,25 @@ def test_the_command_fits_on_a_folder_of_reals_and_leaves_it_untouched(weights_d
     assert "threshold fitted on 2 real items of my reals (sampling count 4) at 50 % false alarms" in info.output
 
 
+def test_reals_of_sources_the_detector_trained_on_can_be_left_out(weights_dir, clips, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, copy in (("one", "a"), ("photo", "b"), ("one", "c")):
+        shutil.copy2(clips[name], data / f"{copy}{clips[name].suffix}")
+    header = "path\tsplit\tlabel\tidentity\tsource_repo\n"
+    (data / "MANIFEST.tsv").write_text(header + "a.mp4\ttrain\treal\tp1\tseen/repo\n"
+                                       f"b{clips['photo'].suffix}\ttrain\treal\tp2\tnew/repo\n"
+                                       "c.mp4\ttrain\treal\tp3\tnew/repo\n")
+    (tmp_path / "trained.tsv").write_text(header + "x.mp4\ttrain\tfake\tp9\tseen/repo\n")
+    result = CliRunner().invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(data / "MANIFEST.tsv"),
+                                       "--exclude-sources-of", str(tmp_path / "trained.tsv"), "--false-alarms", "0.5",
+                                       "--out", str(tmp_path / "fitted"), "--frames", "4"])
+    assert result.exit_code == 0, result.output
+    assert "of 2 real items" in result.output and "1 of sources it trained on left out" in result.output
+    fit = json.loads((tmp_path / "fitted" / "detector.json").read_text())["training"]["threshold_fit"]
+    assert fit["real_items"] == 2 and "less the sources of" in fit["data"]
+
+
 def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     runner = CliRunner()

@@ -121,10 +121,13 @@ def combine_command(folders: tuple[str, ...], out_dir: str, fit_data: str | None
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Detector folder to write (FOLDER with the new threshold); use it with --weights.")
 @click.option("--split", "splits", multiple=True, help="Manifest split(s) of --reals to use (default: all).")
+@click.option("--exclude-sources-of", "seen_data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A manifest TSV (the detector's training data): real items from any source it names "
+                   "(its source_repo column) are left out, so the fit is on sources the detector never saw.")
 @click.option("--frames", type=click.IntRange(1, 256), default=None,
               help="Frames analysed per video (default: the analysis default, as analyze).")
 def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, splits: tuple[str, ...],
-                      frames: int | None) -> None:
+                      seen_data: str | None, frames: int | None) -> None:
     """Fit FOLDER's threshold on real material like yours, at a chosen false-alarm rate.
 
     Every real item is analysed as `analyze` would; the new threshold is the lowest with at most
@@ -138,7 +141,7 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     """
     from deepfake_detect.stages.ensemble import DetectorError
     from deepfake_detect.training.combine import untrained_items
-    from deepfake_detect.training.data import read_real_items
+    from deepfake_detect.training.data import read_manifest, read_real_items
     from deepfake_detect.training.evaluate import data_root, score_items
     from deepfake_detect.training.false_alarm_threshold import fit_threshold_on_reals
 
@@ -148,7 +151,9 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     if out.resolve().is_relative_to(Path(reals_data).resolve()):   # inputs are never written to
         raise CommandError(f"--out {out} is inside --reals {reals_data}; choose a folder outside it")
     try:   # read and checked before any model loads
-        chosen = [item for item in read_real_items(reals_data) if not splits or item.split in splits]
+        listed = [item for item in read_real_items(reals_data) if not splits or item.split in splits]
+        seen = {item.source for item in read_manifest(seen_data)} if seen_data else set()
+        chosen = [item for item in listed if item.source not in seen]
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     items = untrained_items(chosen, [source])
@@ -165,7 +170,8 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
         raise CommandError(f"{reals_data}: none of its {len(items)} real items gave a score "
                            f"({failed} could not be read, {len(items) - failed} without a face)")
     # the threshold holds for the sampling it was fitted under (as `refit` exists for): say which
-    described = (f"{Path(reals_data).name}{' split ' + '+'.join(splits) if splits else ''} "
+    described = (f"{Path(reals_data).name}{' split ' + '+'.join(splits) if splits else ''}"
+                 f"{' less the sources of ' + str(seen_data) if seen_data else ''} "
                  f"(sampling {config.sampling.mode} {config.sampling.value:g})")
     try:
         fit = fit_threshold_on_reals(source, out, scores, rate, described)
@@ -177,5 +183,6 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     click.echo(f"threshold {fit['threshold']:.4f} (was {fit['threshold_before']:.4f}): "
                f"{100 * fit['reals_at_or_above']:.1f} % of {len(scores)} real items at or above it "
                f"({failed} unreadable, {len(items) - len(scores) - failed} without a face, "
-               f"{len(chosen) - len(items)} of people it trained on left out); "
+               f"{len(chosen) - len(items)} of people it trained on"
+               f"{f' and {len(listed) - len(chosen)} of sources it trained on' if seen_data else ''} left out); "
                f"saved into {out}: run it with --weights {out}")
