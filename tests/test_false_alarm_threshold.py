@@ -54,7 +54,7 @@ def test_reals_of_sources_the_detector_trained_on_can_be_left_out(weights_dir, c
     header = "path\tsplit\tlabel\tidentity\tsource_repo\n"
     (data / "MANIFEST.tsv").write_text(header + "a.mp4\ttrain\treal\tp1\tseen/repo\n"
                                        f"b{clips['photo'].suffix}\ttrain\treal\tp2\tnew/repo\n"
-                                       "c.mp4\ttrain\treal\tp3\tnew/repo\n")
+                                       "c.mp4\ttrain\treal\tp3\tother/repo\n")
     (tmp_path / "trained.tsv").write_text(header + "x.mp4\ttrain\tfake\tp9\tseen/repo\n")
     result = CliRunner().invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(data / "MANIFEST.tsv"),
                                        "--exclude-sources-of", str(tmp_path / "trained.tsv"), "--false-alarms", "0.5",
@@ -63,6 +63,15 @@ def test_reals_of_sources_the_detector_trained_on_can_be_left_out(weights_dir, c
     assert "of 2 real items" in result.output and "1 of sources it trained on left out" in result.output
     fit = json.loads((tmp_path / "fitted" / "detector.json").read_text())["training"]["threshold_fit"]
     assert fit["real_items"] == 2 and "less the sources of" in fit["data"]
+    assert set(fit["by_source"]) == {"new/repo", "other/repo"} and "  other/repo: " in result.output
+
+
+def test_each_source_s_share_is_recorded_beside_the_pooled_rate(weights_dir, tmp_path):
+    scores = [0.1, 0.2, 0.3, 0.9, 0.95, 0.4]
+    fit = fit_threshold_on_reals(weights_dir, tmp_path / "out", scores, 2 / 6, "two sources",
+                                 ["a", "a", "a", "b", "b", "b"])
+    assert fit["by_source"] == {"a": {"items": 3, "at_or_above": 0.0}, "b": {"items": 3, "at_or_above": 2 / 3}}
+    assert "by_source" not in fit_threshold_on_reals(weights_dir, tmp_path / "one", scores, 0.5, "one", ["a"] * 6)
 
 
 def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):

@@ -30,9 +30,11 @@ def rate_threshold(real_scores: np.ndarray, rate: float) -> float:
 
 
 def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], rate: float,
-                           described_as: str) -> dict:
+                           described_as: str, item_sources: list[str] | None = None) -> dict:
     """Save `source`'s detector into `out` with its threshold fitted on these real item scores (each the
-    score `analyze` reports for one real item); returns what was fitted."""
+    score `analyze` reports for one real item); returns what was fitted. Where the items' sources are
+    given (one per score) and there are several, the share of each source's items at or above the
+    threshold is recorded too: a pooled rate can hide a source far above it."""
     config = load_verified_config(source)   # tensors checked against their sha256; they are copied, not loaded
     scores = np.asarray(real_scores, dtype=float)
     threshold = rate_threshold(scores, rate)
@@ -42,6 +44,11 @@ def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], ra
     fit = {"data": described_as, "real_items": len(scores), "false_alarm_rate": rate,
            "reals_at_or_above": float(np.mean(scores >= threshold)),
            "threshold_before": config.threshold}
+    if item_sources is not None and len(set(item_sources)) > 1:
+        named = np.asarray(item_sources)
+        fit["by_source"] = {name: {"items": int(np.sum(named == name)),
+                                   "at_or_above": float(np.mean(scores[named == name] >= threshold))}
+                            for name in sorted(set(item_sources))}
     config.threshold = threshold
     config.training = {**config.training, "threshold_fit": fit}
     out.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,7 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
     analyzer = make_analyzer(config)
     rows = score_items(analyzer, items, log=click.echo, root=data_root(reals_data))
     scores = [row["score"] for row in rows if row["score"] is not None]
+    sources = [item.source or "(no source)" for item, row in zip(items, rows) if row["score"] is not None]
     failed = sum(bool(row["errors"]) and row["score"] is None for row in rows)   # unreadable, not faceless
     if not scores:
         raise CommandError(f"{reals_data}: none of its {len(items)} real items gave a score "
@@ -174,12 +175,14 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
                  f"{' less the sources of ' + str(seen_data) if seen_data else ''} "
                  f"(sampling {config.sampling.mode} {config.sampling.value:g})")
     try:
-        fit = fit_threshold_on_reals(source, out, scores, rate, described)
+        fit = fit_threshold_on_reals(source, out, scores, rate, described, sources)
     except (DetectorError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     if len(scores) < FEW_ITEMS:
         click.echo(f"warning: fitted on {len(scores)} real items; a rate is only as fine as one item in "
                    f"{len(scores)}", err=True)
+    for name, share in fit.get("by_source", {}).items():
+        click.echo(f"  {name}: {100 * share['at_or_above']:.1f} % of {share['items']} at or above it")
     click.echo(f"threshold {fit['threshold']:.4f} (was {fit['threshold_before']:.4f}): "
                f"{100 * fit['reals_at_or_above']:.1f} % of {len(scores)} real items at or above it "
                f"({failed} unreadable, {len(items) - len(scores) - failed} without a face, "
