@@ -72,6 +72,10 @@ def test_each_source_s_share_is_recorded_beside_the_pooled_rate(weights_dir, tmp
                                  ["a", "a", "a", "b", "b", "b"])
     assert fit["by_source"] == {"a": {"items": 3, "at_or_above": 0.0}, "b": {"items": 3, "at_or_above": 2 / 3}}
     assert "by_source" not in fit_threshold_on_reals(weights_dir, tmp_path / "one", scores, 0.5, "one", ["a"] * 6)
+    unnamed = fit_threshold_on_reals(weights_dir, tmp_path / "unnamed", scores, 0.5, "", ["a"] * 3 + [""] * 3)
+    assert set(unnamed["by_source"]) == {"a", "(no source)"}
+    with pytest.raises(ValueError, match="5 sources for 6 real scores"):
+        fit_threshold_on_reals(weights_dir, tmp_path / "short", scores, 0.5, "", ["a"] * 5)
 
 
 def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):
@@ -98,6 +102,23 @@ def test_bad_requests_fail_before_any_model_loads(weights_dir, tmp_path):
                                  "--out", str(tmp_path / "x")])
     assert short.exit_code == 2 and "line 2 has no label column" in short.output
     assert "Traceback" not in one_file.output + short.output + inside.output
+
+
+def test_bad_exclude_manifests_fail_before_any_model_loads(weights_dir, tmp_path):
+    (tmp_path / "reals.tsv").write_text("path\tsplit\tlabel\tidentity\tsource_repo\na.mp4\ttrain\treal\tp1\tr1\n")
+    (tmp_path / "no sources.tsv").write_text("path\tlabel\nx.mp4\tfake\n")
+    (tmp_path / "same source.tsv").write_text("path\tlabel\tsource_repo\nx.mp4\tfake\tr1\n")
+    (tmp_path / "huge.tsv").write_text("path\tlabel\n" + "x" * 200_000 + "\treal\n")   # past csv's field limit
+    runner = CliRunner()
+
+    def fit(exclude: str):
+        return runner.invoke(main, ["detectors", "threshold", str(weights_dir), "--reals", str(tmp_path / "reals.tsv"),
+                                    "--exclude-sources-of", str(tmp_path / exclude), "--out", str(tmp_path / "x")])
+    nothing, everything, huge = fit("no sources.tsv"), fit("same source.tsv"), fit("huge.tsv")
+    assert nothing.exit_code == 2 and "names no sources" in nothing.output
+    assert everything.exit_code == 2 and "all from sources --exclude-sources-of" in everything.output
+    assert huge.exit_code == 2 and "not a manifest" in huge.output
+    assert "Traceback" not in nothing.output + everything.output + huge.output and not (tmp_path / "x").exists()
 
 
 def test_reals_that_all_score_one_cannot_reach_a_rate(weights_dir, tmp_path):

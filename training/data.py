@@ -57,7 +57,7 @@ def read_manifest(tsv: str | Path) -> list[MediaItem]:
     try:
         with open(tsv, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, csv.Error):   # binary bytes, or a "field" longer than csv allows
         raise ValueError(f"{tsv}: not a manifest (a tab-separated text file with columns path, label, ...)") from None
     for number, row in enumerate(rows, 2):   # line 1 is the header
         missing = [c for c in ("path", "label") if not isinstance(row.get(c), str)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detect.stages.ensemble import WEIGHTS_FILE, load_verified_config, write_detector_config
+from deepfake_detect.stages.ensemble import WEIGHTS_FILE, DetectorError, file_sha256, load_verified_config, write_detector_config
 from deepfake_detect.training.data import SPLIT_FILE
 
 
@@ -44,15 +44,19 @@ def fit_threshold_on_reals(source: Path, out: Path, real_scores: list[float], ra
     fit = {"data": described_as, "real_items": len(scores), "false_alarm_rate": rate,
            "reals_at_or_above": float(np.mean(scores >= threshold)),
            "threshold_before": config.threshold}
+    if item_sources is not None and len(item_sources) != len(scores):
+        raise ValueError(f"{len(item_sources)} sources for {len(scores)} real scores")
     if item_sources is not None and len(set(item_sources)) > 1:
-        named = np.asarray(item_sources)
+        named = np.asarray([name or "(no source)" for name in item_sources])
         fit["by_source"] = {name: {"items": int(np.sum(named == name)),
                                    "at_or_above": float(np.mean(scores[named == name] >= threshold))}
-                            for name in sorted(set(item_sources))}
+                            for name in sorted(set(named.tolist()))}
     config.threshold = threshold
     config.training = {**config.training, "threshold_fit": fit}
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    shutil.copyfile(source / WEIGHTS_FILE, out / WEIGHTS_FILE)   # not its permissions: shipped weights may be read-only
+    if file_sha256(out / WEIGHTS_FILE) != config.sha256:   # changed between the check and the copy
+        raise DetectorError(f"{source / WEIGHTS_FILE} changed while it was copied; nothing usable was written")
     write_detector_config(config, out)
     if (source / SPLIT_FILE).is_file():   # the people its members trained on stay recorded beside it
         shutil.copy2(source / SPLIT_FILE, out / SPLIT_FILE)

@@ -121,13 +121,13 @@ def combine_command(folders: tuple[str, ...], out_dir: str, fit_data: str | None
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Detector folder to write (FOLDER with the new threshold); use it with --weights.")
 @click.option("--split", "splits", multiple=True, help="Manifest split(s) of --reals to use (default: all).")
-@click.option("--exclude-sources-of", "seen_data", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--exclude-sources-of", "exclude_data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A manifest TSV (the detector's training data): real items from any source it names "
                    "(its source_repo column) are left out, so the fit is on sources the detector never saw.")
 @click.option("--frames", type=click.IntRange(1, 256), default=None,
               help="Frames analysed per video (default: the analysis default, as analyze).")
 def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, splits: tuple[str, ...],
-                      seen_data: str | None, frames: int | None) -> None:
+                      exclude_data: str | None, frames: int | None) -> None:
     """Fit FOLDER's threshold on real material like yours, at a chosen false-alarm rate.
 
     Every real item is analysed as `analyze` would; the new threshold is the lowest with at most
@@ -152,40 +152,45 @@ def threshold_command(folder: str, reals_data: str, rate: float, out_dir: str, s
         raise CommandError(f"--out {out} is inside --reals {reals_data}; choose a folder outside it")
     try:   # read and checked before any model loads
         listed = [item for item in read_real_items(reals_data) if not splits or item.split in splits]
-        seen = {item.source for item in read_manifest(seen_data)} if seen_data else set()
-        chosen = [item for item in listed if item.source not in seen]
+        excluded = {item.source for item in read_manifest(exclude_data) if item.source} if exclude_data else set()
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+    if exclude_data and not excluded:   # excluding nothing would be silent, and the fit would still say it had
+        raise CommandError(f"--exclude-sources-of {exclude_data} names no sources (its source_repo column is "
+                           "missing or empty)")
+    chosen = [item for item in listed if item.source not in excluded]
     items = untrained_items(chosen, [source])
     if not items:
-        raise CommandError(f"{reals_data}: no real items to fit on"
-                           f"{' (all of people its members trained on)' if chosen else ''}")
+        why = (" (all of people its members trained on)" if chosen else
+               f" (all from sources --exclude-sources-of {exclude_data} names)" if listed else "")
+        raise CommandError(f"{reals_data}: no real items to fit on{why}")
     config = config_from_options(config_file=None, sets=(), frames=frames, fps=None, every=None,
                                  threshold=None, device=None, weights=folder, batch_size=None)
     analyzer = make_analyzer(config)
     rows = score_items(analyzer, items, log=click.echo, root=data_root(reals_data))
     scores = [row["score"] for row in rows if row["score"] is not None]
-    sources = [item.source or "(no source)" for item, row in zip(items, rows) if row["score"] is not None]
+    item_sources = [item.source for item, row in zip(items, rows) if row["score"] is not None]
     failed = sum(bool(row["errors"]) and row["score"] is None for row in rows)   # unreadable, not faceless
     if not scores:
         raise CommandError(f"{reals_data}: none of its {len(items)} real items gave a score "
                            f"({failed} could not be read, {len(items) - failed} without a face)")
     # the threshold holds for the sampling it was fitted under (as `refit` exists for): say which
     described = (f"{Path(reals_data).name}{' split ' + '+'.join(splits) if splits else ''}"
-                 f"{' less the sources of ' + str(seen_data) if seen_data else ''} "
+                 f"{' less the sources of ' + Path(exclude_data).name if exclude_data else ''} "
                  f"(sampling {config.sampling.mode} {config.sampling.value:g})")
     try:
-        fit = fit_threshold_on_reals(source, out, scores, rate, described, sources)
+        fit = fit_threshold_on_reals(source, out, scores, rate, described, item_sources)
     except (DetectorError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     if len(scores) < FEW_ITEMS:
         click.echo(f"warning: fitted on {len(scores)} real items; a rate is only as fine as one item in "
                    f"{len(scores)}", err=True)
-    for name, share in fit.get("by_source", {}).items():
-        click.echo(f"  {name}: {100 * share['at_or_above']:.1f} % of {share['items']} at or above it")
     click.echo(f"threshold {fit['threshold']:.4f} (was {fit['threshold_before']:.4f}): "
                f"{100 * fit['reals_at_or_above']:.1f} % of {len(scores)} real items at or above it "
                f"({failed} unreadable, {len(items) - len(scores) - failed} without a face, "
                f"{len(chosen) - len(items)} of people it trained on"
-               f"{f' and {len(listed) - len(chosen)} of sources it trained on' if seen_data else ''} left out); "
+               f"{f' and {len(listed) - len(chosen)} of sources it trained on' if exclude_data else ''} left out); "
                f"saved into {out}: run it with --weights {out}")
+    for name, share in fit.get("by_source", {}).items():   # a pooled rate can hide one source far above it
+        click.echo(f"  {name}: {100 * share['at_or_above']:.1f} % of its {share['items']} real items at or above "
+                   f"the threshold{' (too few for a rate)' if share['items'] < 5 else ''}")
