@@ -8,13 +8,14 @@ so no item's own source chooses its threshold. Fakes play no part in any fit.
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from deepfake_detect.training.data import read_manifest
+from deepfake_detect.training.evaluate import data_root, shown_path
 from deepfake_detect.training.false_alarm_threshold import rate_threshold
 
 TARGET_RATE = 0.15   # issue 25's target: real items flagged fake <= 15 %
@@ -54,8 +55,8 @@ def transfer_report(per_item: list[dict], source_of: dict[str, str], own_thresho
 
 
 def read_sources(manifest: Path) -> dict[str, str]:
-    with open(manifest, newline="") as f:
-        return {row["path"]: row.get("source_repo") or "" for row in csv.DictReader(f, delimiter="\t")}
+    """Each item's source, keyed by its path as `evaluate` wrote it into metrics.json."""
+    return {shown_path(item.path, data_root(manifest)): item.source for item in read_manifest(manifest)}
 
 
 def main(argv: list[str]) -> None:
